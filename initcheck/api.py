@@ -1,0 +1,128 @@
+"""The pipeline, one direction: loader -> tensors with context -> rules -> findings -> Report.
+
+``check(target, **options)`` is the Python API; the CLI is a thin wrapper around ``run``.
+"""
+
+from . import scan as scan_mod
+from .config import Settings, settings_from
+from .engine import check_selectors, run_rules, select_rules
+from .loader import open_checkpoint
+from .packs import apply_overrides, load_pack
+from .result import Report
+
+
+def check(target, **options) -> Report:
+    """Check a fine-tune's starting point.
+
+    Args:
+        target: a model folder, a checkpoint file, or an in-memory ``torch.nn.Module``.
+        **options: any field of ``initcheck.config.Settings``, e.g. ``rules="strict"``,
+            ``select=["IC1"]``, ``fail_on="warning"``, ``task="sequence-classification"``,
+            ``num_labels=3``, ``base=path``, ``heads=["head.*"]``, ``probe=False``.
+            ``pretrained=path`` is an alias of ``base``.
+
+    Returns:
+        Report: with ``.passed``, ``.findings``, ``.to_json()`` and ``.write_html(path)``.
+
+    Example:
+        >>> report = initcheck.check("runs/bert-start", task="sequence-classification", num_labels=3)
+        >>> report.passed
+        True
+    """
+    if "pretrained" in options:
+        options["base"] = options.pop("pretrained")
+    return run(target, settings_from(**options))
+
+
+def run(target, settings: Settings) -> Report:
+    pack = load_pack(settings.rules)
+    if settings.overrides:
+        apply_overrides(pack, settings.overrides, settings.config_file or "overrides")
+    check_selectors(settings.select, "--select")
+    check_selectors(settings.ignore, "--ignore")
+    rules = select_rules(pack, settings.select, settings.ignore)
+    if _is_module(target):
+        from .loader.module import scan_module
+
+        scan = scan_module(target, pack, settings)
+    else:
+        scan = scan_path(target, pack, settings)
+    if _probe_wanted(settings, scan):
+        from .probe import run_probe
+
+        run_probe(scan, settings)
+    findings = run_rules(scan, pack, rules)
+    from .policy import apply_policy
+
+    findings = apply_policy(findings, scan, settings)
+    return Report(scan, findings, settings, pack, rules)
+
+
+def scan_path(path, pack, settings: Settings):
+    """Open, label and measure a checkpoint on disk, streaming one tensor at a time."""
+    from . import origins
+
+    ckpt = open_checkpoint(path)
+    records = scan_mod.records_for(ckpt)
+    scan = scan_mod.Scan(path=str(path), records=records, config=ckpt.config, checkpoint=ckpt,
+                         files=[{"path": f.path, "size": f.size, "format": f.format} for f in ckpt.files])
+    origins.assign(scan, settings)
+    arrays = (ckpt.array(e) for e in ckpt.entries)
+    with _progress(settings.progress, total_bytes=sum(f.size for f in ckpt.files)) as advance:
+        scan_mod.compute_stats(scan.records[: len(ckpt.entries)], arrays, pack.scan, advance)
+    origins.finish(scan, settings)
+    if settings.hashes:
+        _hash_files(scan, ckpt)
+    return scan
+
+
+def _hash_files(scan, ckpt):
+    import hashlib
+
+    for f in scan.files:
+        h = hashlib.sha256()
+        with open(ckpt.root / f["path"], "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        f["sha256"] = h.hexdigest()
+
+
+def _is_module(target) -> bool:
+    import sys
+
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(target, torch.nn.Module)
+
+
+def _probe_wanted(settings: Settings, scan) -> bool:
+    if settings.probe is False:
+        return False
+    try:
+        import initcheck.probe  # noqa: F401
+    except ImportError:
+        return False
+    return settings.probe is True or scan.facts.get("task_model") is not None
+
+
+class _progress:
+    """A rich progress bar over bytes, on a TTY only; a no-op callable otherwise."""
+
+    def __init__(self, enabled: bool, total_bytes: int):
+        self.enabled = enabled
+        self.total = total_bytes
+
+    def __enter__(self):
+        if not self.enabled:
+            return None
+        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+        self.bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                            TimeRemainingColumn(), transient=True)
+        self.bar.start()
+        self.task = self.bar.add_task("scanning", total=self.total)
+        return lambda n: self.bar.advance(self.task, n)
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.bar.stop()
+        return False

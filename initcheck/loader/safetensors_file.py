@@ -1,0 +1,140 @@
+"""Read a .safetensors file lazily: validate the header, then hand out mmap'd numpy views.
+
+We parse the header ourselves rather than through ``safetensors.safe_open`` so that every
+bound is checked before anything is allocated (a hostile header can claim a 4 TB tensor)
+and so that the scan needs neither torch nor a copy of the data.
+"""
+
+import json
+import mmap
+import os
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..dtypes import SAFETENSORS, itemsize
+from ..errors import InputError
+
+MAX_HEADER_BYTES = 100 * 1024 * 1024  # same cap as the safetensors library
+MAX_NAME_CHARS = 1024
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One tensor as the header describes it (no data read yet)."""
+
+    name: str
+    dtype: str
+    shape: tuple
+    file: str  # path relative to the checkpoint root
+    start: int = 0  # byte offsets into the data region
+    end: int = 0
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+class SafetensorsFile:
+    """A validated safetensors file.
+
+    Args:
+        path: the file on disk.
+        relpath: how to name it in messages and reports.
+
+    Raises:
+        InputError: for anything that is not a well-formed safetensors file.
+    """
+
+    def __init__(self, path, relpath: str):
+        self.path = str(path)
+        self.relpath = relpath
+        self.size = os.path.getsize(self.path)
+        self.metadata, self.entries, self._data_start = _read_header(self.path, relpath, self.size)
+        self._mm = None
+
+    def array(self, entry: Entry) -> np.ndarray:
+        """The raw stored values of ``entry`` as a read-only numpy array backed by the mmap."""
+        if entry.numel == 0:
+            return np.zeros(entry.shape, dtype=SAFETENSORS_NP[entry.dtype])
+        if self._mm is None:
+            with open(self.path, "rb") as f:
+                self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        arr = np.frombuffer(self._mm, dtype=SAFETENSORS_NP[entry.dtype], count=entry.numel,
+                            offset=self._data_start + entry.start)
+        return arr.reshape(entry.shape)
+
+    def close(self):
+        # numpy views may still point into the map; dropping our reference is enough,
+        # the map closes when the last view goes away
+        self._mm = None
+
+
+SAFETENSORS_NP = {name: np_dtype for name, np_dtype in SAFETENSORS.values()}
+
+
+def _read_header(path: str, rel: str, size: int):
+    if size < 8:
+        raise InputError(rel, f"not a safetensors file: {size} bytes, too short for a header")
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        if n > size - 8:
+            raise InputError(rel, f"truncated or not safetensors: header length {n} is beyond the end of the file ({size} bytes)")
+        if n > MAX_HEADER_BYTES:
+            raise InputError(rel, f"header of {n} bytes exceeds the {MAX_HEADER_BYTES} byte limit")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise InputError(rel, "safetensors header is not valid UTF-8") from None
+    except ValueError as e:
+        raise InputError(rel, f"safetensors header is not valid JSON ({e.msg} at byte {e.pos})") from None
+    if not isinstance(header, dict):
+        raise InputError(rel, "safetensors header is not a JSON object")
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict):
+        raise InputError(rel, "safetensors __metadata__ is not an object")
+    data_start = 8 + n
+    data_len = size - data_start
+    entries = []
+    for name, spec in header.items():
+        entries.append(_entry(rel, name, spec, data_len))
+    spans = sorted((e.start, e.end, e.name) for e in entries if e.end > e.start)
+    for (s0, e0, n0), (s1, e1, n1) in zip(spans, spans[1:]):
+        if s1 < e0:
+            raise InputError(rel, f"tensors {n0!r} and {n1!r} overlap in the file")
+    return metadata, entries, data_start
+
+
+def _entry(rel: str, name, spec, data_len: int) -> Entry:
+    if len(name) > MAX_NAME_CHARS:
+        raise InputError(rel, f"tensor name of {len(name)} characters exceeds {MAX_NAME_CHARS}")
+    shown = name if len(name) <= 80 else name[:77] + "..."
+    if not isinstance(spec, dict):
+        raise InputError(rel, f"tensor {shown!r}: header entry is not an object")
+    dtype = spec.get("dtype")
+    if dtype not in SAFETENSORS:
+        raise InputError(rel, f"tensor {shown!r}: unknown dtype {str(dtype)[:20]!r}")
+    shape = spec.get("shape")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise InputError(rel, f"tensor {shown!r}: shape must be a list of non-negative integers")
+    offsets = spec.get("data_offsets")
+    if (not isinstance(offsets, list) or len(offsets) != 2
+            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)):
+        raise InputError(rel, f"tensor {shown!r}: data_offsets must be two integers")
+    start, end = offsets
+    if not 0 <= start <= end:
+        raise InputError(rel, f"tensor {shown!r}: invalid data_offsets {offsets}")
+    if end > data_len:
+        raise InputError(rel, f"tensor {shown!r}: data ends at byte {end}, beyond the {data_len} bytes of data in the file (truncated?)")
+    our_dtype = SAFETENSORS[dtype][0]
+    numel = 1
+    for d in shape:
+        numel *= d
+    if numel * itemsize(our_dtype) != end - start:
+        raise InputError(rel, f"tensor {shown!r}: shape {shape} of {dtype} needs {numel * itemsize(our_dtype)} bytes but data_offsets span {end - start}")
+    return Entry(name=name, dtype=our_dtype, shape=tuple(shape), file=rel, start=start, end=end)

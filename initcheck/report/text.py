@@ -1,0 +1,58 @@
+"""Terminal output: verdict line, counts, then findings grouped by severity."""
+
+import io
+
+from rich.console import Console
+from rich.markup import escape
+
+_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+_TITLE = {"error": "Errors", "warning": "Warnings", "info": "Info"}
+
+
+def _fmt_params(n: int) -> str:
+    for unit, div in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= div:
+            return f"{n / div:.1f}{unit}"
+    return str(n)
+
+
+def render(data: dict, color: bool = False, width: int = 100, **kw) -> str:
+    buf = io.StringIO()
+    con = Console(file=buf, force_terminal=color, color_system="standard" if color else None,
+                  width=width, highlight=False, soft_wrap=False)
+    t, s = data["target"], data["summary"]
+    arch = t.get("architecture") or t.get("model_type") or "unknown architecture"
+    con.print(f"initcheck {data['tool']['version']}  {escape(str(t['path']))}  "
+              f"({escape(arch)}, {_fmt_params(t['parameters'])} parameters, {t['tensors']} tensors)")
+    new = data.get("new") or {}
+    parts = [f"{len(new.get(k) or [])} {k}" for k in ("new", "adapter", "resized") if new.get(k)]
+    if parts:
+        con.print("what is new: " + ", ".join(parts) + f", {new.get('pretrained', 0)} pretrained tensors")
+    verdict = data["verdict"].upper()
+    counts = f"{s['error']} error(s), {s['warning']} warning(s), {s['info']} info"
+    extra = [f"{s[k]} {k}" for k in ("suppressed", "baselined") if s.get(k)]
+    style = "bold green" if data["verdict"] == "pass" else "bold red"
+    con.print(f"[{style}]{verdict}[/]  {counts}" + (f" ({', '.join(extra)})" if extra else "")
+              + f"  [dim](fail-on: {data['fail_on']})[/]")
+    for sev in ("error", "warning", "info"):
+        group = [f for f in data["findings"] if f["severity"] == sev and not f["suppressed"] and not f["baselined"]]
+        if not group:
+            continue
+        con.print(f"\n[{_STYLE[sev]}]{_TITLE[sev]} ({len(group)})[/]")
+        for f in group:
+            where = escape(f["param"]) if f["param"] else "(model)"
+            origin = f" [dim]\\[{f['origin']}][/]" if f.get("origin") else ""
+            con.print(f"  [{_STYLE[sev]}]{f['rule']}[/] {f['name']}  {where}{origin}")
+            con.print(f"      {escape(f['message'])}")
+            if f.get("hint"):
+                con.print(f"      [dim]fix: {escape(f['hint'])}[/]")
+    quiet = [f for f in data["findings"] if f["suppressed"] or f["baselined"]]
+    if quiet:
+        con.print(f"\n[dim]Not counted ({len(quiet)})[/]")
+        for f in quiet:
+            why = f"suppressed: {f['reason']}" if f["suppressed"] else "in baseline"
+            con.print(f"  [dim]{f['rule']} {escape(f['param'] or '(model)')}  ({escape(why)})[/]")
+    if data.get("probe") and data["probe"].get("loss"):
+        loss = data["probe"]["loss"]
+        con.print(f"\nprobe: {len(loss)} steps, loss {loss[0]:.4g} -> {loss[-1]:.4g}")
+    return buf.getvalue()

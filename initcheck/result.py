@@ -1,0 +1,124 @@
+"""The result of a run: findings plus the context reporters need, as one plain dict."""
+
+import json
+from datetime import datetime, timezone
+from importlib import metadata
+
+from . import __version__
+from . import tensors as T
+from .findings import RANK, SEVERITIES
+
+SCHEMA = "initcheck/1"
+_CONFIG_KEYS = ("model_type", "architectures", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                "intermediate_size", "vocab_size", "hidden_act", "initializer_range", "tie_word_embeddings",
+                "pad_token_id", "num_labels", "torch_dtype", "dtype", "max_position_embeddings")
+
+
+def _version(pkg: str):
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+class Report:
+    """What ``initcheck.check`` returns.
+
+    Attributes:
+        findings: every finding, suppressed and baselined ones included.
+        passed: no active finding at or above ``fail_on``.
+    """
+
+    def __init__(self, scan, findings, settings, pack, rules, created=None):
+        self.scan = scan
+        self.findings = findings
+        self.settings = settings
+        self.pack = pack
+        self.rules = rules
+        self.created = created or datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+    @property
+    def passed(self) -> bool:
+        return not any(f.active and RANK[f.severity] >= RANK[self.settings.fail_on] for f in self.findings)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.passed else 1
+
+    def summary(self) -> dict:
+        out = {s: sum(1 for f in self.findings if f.active and f.severity == s) for s in SEVERITIES}
+        out["suppressed"] = sum(1 for f in self.findings if f.suppressed)
+        out["baselined"] = sum(1 for f in self.findings if f.baselined and not f.suppressed)
+        return out
+
+    def to_dict(self) -> dict:
+        scan = self.scan
+        cfg = scan.config or {}
+        new = {o: [r.name for r in scan.records if r.origin == o] for o in (T.NEW, T.ADAPTER)}
+        resized = [{"name": r.name, "from_row": r.new_rows_from, "rows": r.rows}
+                   for r in scan.records if r.origin == T.RESIZED]
+        return {
+            "schema": SCHEMA,
+            "tool": {"name": "initcheck", "version": __version__, "torch": _version("torch"),
+                     "transformers": _version("transformers"), "safetensors": _version("safetensors")},
+            "created": self.created,
+            "command": self.settings.command,
+            "verdict": "pass" if self.passed else "fail",
+            "fail_on": self.settings.fail_on,
+            "summary": self.summary(),
+            "target": {
+                "path": scan.path,
+                "files": [dict(f) for f in scan.files],
+                "architecture": scan.architecture(),
+                "model_type": cfg.get("model_type"),
+                "parameters": scan.parameters,
+                "tensors": len(scan.records),
+                "dtypes": scan.dtypes(),
+                "config": {k: cfg[k] for k in _CONFIG_KEYS if k in cfg},
+            },
+            "new": {"new": new[T.NEW], "adapter": new[T.ADAPTER], "resized": resized,
+                    "pretrained": sum(1 for r in scan.records if r.origin == T.PRETRAINED)},
+            "load_report": scan.load_report,
+            "findings": [f.to_dict() for f in self.findings],
+            "rules": [{"id": r.id, "name": r.name, "severity": self.pack.rules.get(r.id, {}).get("severity", r.severity)}
+                      for r in self.rules],
+            "pack": {"name": self.pack.name, "sources": [str(s) for s in self.pack.sources]},
+            "probe": scan.probe,
+            "tensors": [_tensor_row(r) for r in scan.records],
+        }
+
+    def to_json(self, indent=2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False, default=str)
+
+    def render(self, fmt: str, **kw) -> str:
+        from .report import render
+
+        return render(fmt, self.to_dict(), **kw)
+
+    def write_html(self, path):
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(self.render("html"))
+
+
+def _num(x):
+    if x is None:
+        return None
+    x = float(x)
+    if x != x or x in (float("inf"), float("-inf")):
+        return str(x)
+    return float(f"{x:.6g}")
+
+
+def _tensor_row(r) -> dict:
+    st = r.stats
+    row = {"name": r.name, "shape": list(r.shape), "dtype": r.dtype, "role": r.role, "origin": r.origin,
+           "file": r.file, "block": r.block, "layer": r.layer}
+    if r.origin_detail:
+        row["origin_detail"] = r.origin_detail
+    if st is not None and st.numel and st.finite:
+        row.update({"mean": _num(st.mean), "std": _num(st.std), "absmax": _num(st.absmax),
+                    "zero_fraction": _num(st.zeros / st.numel), "nonfinite": st.nonfinite,
+                    "dup_rows": st.dup_exact_rows + st.dup_near_rows})
+    elif st is not None and st.numel:
+        row.update({"nonfinite": st.nonfinite})
+    return row

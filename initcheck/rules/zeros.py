@@ -1,0 +1,126 @@
+"""All-zero and constant weights, judged in context: what a zero layer feeds decides the harm."""
+
+from fnmatch import fnmatchcase
+
+from .. import tensors as T
+from ..topology import head_chains
+from . import rule
+
+
+def allowed(name: str, patterns) -> bool:
+    return any(fnmatchcase(name, p) for p in patterns)
+
+
+@rule("IC102", "all-zero-weights", "error",
+      options=("allow", "lone_final_severity", "in_block_severity", "residual_severity", "residual_outputs"),
+      scope="model")
+def all_zero_weights(ctx):
+    """Weight matrix, embedding or norm gain that is entirely zero, where that stops learning.
+
+    ## What it does
+    Finds weights whose every element is 0 and judges them by what they feed:
+    - a zero layer next to another zero layer in a head, or a zero hidden layer feeding a
+      further layer: error (no gradient can reach either);
+    - a zero norm gain or a zero embedding: error;
+    - a lone zero final projection (`classifier.weight`, `out_proj`): warning, because it learns,
+      but on the first step it passes no gradient to any layer below it;
+    - a zero weight inside a repeated block: warning; a zero residual-branch output
+      (`o_proj`, `down_proj`, `output.dense`, ...): info, since zero-init residual is a known technique.
+
+    Biases, norm biases and scalars are never flagged, nor names on the `allow` list
+    (LoRA B, ReZero/Fixup gates, zero convolutions, ...).
+
+    ## Why is this bad?
+    With `W2 = 0` and `W1 = 0` in `W2·tanh(W1·x + b1)`, the gradient of `W1` is `W2ᵀ·δ = 0` and
+    the gradient of `W2` is `δ·tanh(b1)ᵀ = 0`: neither layer ever moves, and the model is no
+    better than its bias. Nothing in the training log says so.
+
+    ## Example
+    A RoBERTa classification head with `classifier.dense.weight` and
+    `classifier.out_proj.weight` both zero.
+
+    ## Use instead
+    Initialise heads as the model's own `_init_weights` does (normal(0, initializer_range) for
+    transformers models) or with Kaiming/Xavier; if a zero init is deliberate, add the name to
+    the rule's `allow` list or suppress the finding with a reason.
+
+    ## Options
+    - `allow`: glob patterns of parameter names whose zero init is deliberate.
+    - `lone_final_severity`: severity for a lone zero final projection.
+    - `in_block_severity`: severity for a zero weight inside a repeated block.
+    - `residual_severity`: severity for a zero residual-branch output projection.
+    - `residual_outputs`: glob patterns of residual-branch output projections.
+
+    ## References
+    - Zhang et al., Fixup Initialization (2019); Bachlechner et al., ReZero (2020);
+      Goyal et al., zero-init residual (2017).
+    """
+    allow = ctx.opt("allow")
+    links = None
+    for rec in ctx.scan.records:
+        st = rec.stats
+        if st is None or not st.all_zero or rec.role not in (T.LINEAR, T.CONV, T.EMBEDDING, T.NORM_GAIN):
+            continue
+        if allowed(rec.name, allow):
+            continue
+        if rec.role == T.NORM_GAIN:
+            yield ctx.finding(rec.name, f"norm gain is all zero ({st.numel} elements): the layer outputs only its bias and passes no gradient below it",
+                              value=0.0, expected=1.0)
+            continue
+        if rec.role == T.EMBEDDING:
+            yield ctx.finding(rec.name, f"embedding is all zero ({rec.shape[0]} rows): every token maps to the same vector",
+                              value=0.0, expected="non-zero rows")
+            continue
+        if rec.block is not None:
+            if allowed(rec.name, ctx.opt("residual_outputs")):
+                yield ctx.finding(rec.name, f"residual-branch output is all zero {list(rec.shape)}: zero-init residual, or a weight that failed to load",
+                                  value=0.0, severity=ctx.opt("residual_severity"))
+            else:
+                yield ctx.finding(rec.name, f"weight inside {rec.block} is all zero {list(rec.shape)}: its units are identical and start symmetric",
+                                  value=0.0, severity=ctx.opt("in_block_severity"))
+            continue
+        if links is None:
+            links = head_chains(ctx.scan.records)
+        preds, succs = links.get(rec.name, ([], []))
+        zero_nbrs = [r.name for r in preds + succs if r.stats is not None and r.stats.all_zero]
+        if zero_nbrs:
+            yield ctx.finding(rec.name, f"all zero {list(rec.shape)} and connected to zero layer {', '.join(zero_nbrs)}: no gradient reaches either layer, so neither can learn",
+                              value=0.0, expected="non-zero init")
+        elif succs:
+            yield ctx.finding(rec.name, f"all zero {list(rec.shape)} and feeds {succs[0].name}: its output is a constant, all {rec.rows} units are identical",
+                              value=0.0, expected="non-zero init")
+        else:
+            yield ctx.finding(rec.name, f"final projection is all zero {list(rec.shape)}: it learns, but on the first step it passes no gradient to the layers below",
+                              value=0.0, expected="non-zero init", severity=ctx.opt("lone_final_severity"))
+
+
+@rule("IC103", "constant-weights", "error", options=("allow",))
+def constant_weights(rec, ctx):
+    """Weight matrix whose elements are all the same non-zero value.
+
+    ## What it does
+    Flags linear, conv and embedding weights where every element is equal (and not zero;
+    all-zero weights are IC102's job).
+
+    ## Why is this bad?
+    Every unit of a constant layer computes the same function and receives the same gradient,
+    so the units stay identical for the whole run: a width-1024 layer trains as width 1.
+    A common cause is `nn.init.constant_` or `fill_` applied to the wrong tensor.
+
+    ## Example
+    `head.dense.weight` filled with 0.01.
+
+    ## Use instead
+    Use a random init (normal(0, initializer_range), Kaiming or Xavier) for weight matrices;
+    constant init is only for biases and norm gains.
+
+    ## Options
+    - `allow`: glob patterns of parameter names that may be constant.
+    """
+    st = rec.stats
+    if st is None or rec.role not in (T.LINEAR, T.CONV, T.EMBEDDING) or not st.constant or st.min == 0:
+        return None
+    if allowed(rec.name, ctx.opt("allow")):
+        return None
+    return ctx.finding(rec.name, f"all {st.numel} elements equal {st.min:.6g}: every unit is identical (symmetric neurons)",
+                       value=st.min, expected="random init")

