@@ -47,14 +47,14 @@ def run(target, settings: Settings) -> Report:
         scan = scan_module(target, pack, settings)
     else:
         scan = scan_path(target, pack, settings)
-    if _probe_wanted(settings, scan):
+    if _probe_wanted(settings, scan, pack):
         from .probe import run_probe
 
         run_probe(scan, settings)
     findings = run_rules(scan, pack, rules)
     from .policy import apply_policy
 
-    findings = apply_policy(findings, scan, settings)
+    findings = apply_policy(findings, scan, settings, pack=pack, rules=rules)
     return Report(scan, findings, settings, pack, rules)
 
 
@@ -62,7 +62,8 @@ def scan_path(path, pack, settings: Settings):
     """Open, label and measure a checkpoint on disk, streaming one tensor at a time."""
     from . import origins
 
-    ckpt = open_checkpoint(path)
+    pickle_opts = pack.rules.get("IC401", {})  # pickles importing anything else are not loaded
+    ckpt = open_checkpoint(path, safe_globals=list(pickle_opts.get("safe_globals", [])) + list(pickle_opts.get("allow", [])))
     records = scan_mod.records_for(ckpt)
     scan = scan_mod.Scan(path=str(path), records=records, config=ckpt.config, checkpoint=ckpt,
                          files=[{"path": f.path, "size": f.size, "format": f.format} for f in ckpt.files])
@@ -70,7 +71,7 @@ def scan_path(path, pack, settings: Settings):
     arrays = (ckpt.array(e) for e in ckpt.entries)
     with _progress(settings.progress, total_bytes=sum(f.size for f in ckpt.files)) as advance:
         scan_mod.compute_stats(scan.records[: len(ckpt.entries)], arrays, pack.scan, advance)
-    origins.finish(scan, settings)
+    origins.finish(scan, settings, pack.scan)
     if settings.hashes:
         _hash_files(scan, ckpt)
     return scan
@@ -94,8 +95,8 @@ def _is_module(target) -> bool:
     return torch is not None and isinstance(target, torch.nn.Module)
 
 
-def _probe_wanted(settings: Settings, scan) -> bool:
-    if settings.probe is False:
+def _probe_wanted(settings: Settings, scan, pack=None) -> bool:
+    if settings.probe is False or (settings.probe is None and pack is not None and pack.probe is False):
         return False
     try:
         import initcheck.probe  # noqa: F401

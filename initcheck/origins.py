@@ -1,9 +1,304 @@
-"""Where each tensor came from: pretrained, new (task head), resized (added rows) or adapter."""
+"""Where each tensor came from: pretrained, new (a task head), resized (added rows) or adapter.
+
+Four sources of truth, strongest last:
+- a PEFT adapter folder: LoRA tensors are adapters, ``modules_to_save`` copies are new;
+- ``--head GLOB``: the user names the new modules;
+- ``--base DIR``: a tensor absent from the base is new, a bigger embedding is resized, a
+  changed tensor is noted (``scan.facts["base_changed"]``);
+- the task model (``--task``, or config.json's ``architectures`` naming a task class): the
+  transformers load report says what is missing (new, initialised by the model's own code),
+  unexpected or mismatched; every loaded parameter is compared with the bytes on disk to catch
+  silent re-initialisation.
+"""
+
+import contextlib
+import os
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+import numpy as np
+
+from . import tensors as T
+from .dtypes import to_float32, torch_to_numpy
+from .errors import InputError
+
+TASK_AUTO = {
+    "sequence-classification": ("AutoModelForSequenceClassification", "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES"),
+    "token-classification": ("AutoModelForTokenClassification", "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES"),
+    "question-answering": ("AutoModelForQuestionAnswering", "MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES"),
+    "multiple-choice": ("AutoModelForMultipleChoice", "MODEL_FOR_MULTIPLE_CHOICE_MAPPING_NAMES"),
+    "causal-lm": ("AutoModelForCausalLM", "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES"),
+    "masked-lm": ("AutoModelForMaskedLM", "MODEL_FOR_MASKED_LM_MAPPING_NAMES"),
+    "seq2seq-lm": ("AutoModelForSeq2SeqLM", "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES"),
+}
+# a class name ending like this may name a task model; the auto mapping confirms it
+_TASK_SUFFIXES = ("ForSequenceClassification", "ForTokenClassification", "ForQuestionAnswering",
+                  "ForMultipleChoice", "ForCausalLM", "LMHeadModel", "ForMaskedLM", "ForConditionalGeneration")
+# loading the task model needs params x 4 bytes plus slack; refuse above this share of free memory
+_LOAD_MEMORY_SHARE = 0.5
 
 
 def assign(scan, settings):
-    """Label records before their statistics are computed."""
+    """Label records before their statistics are computed (adapters, --head, --base)."""
+    ckpt = scan.checkpoint
+    if ckpt is not None and ckpt.adapter_config is not None:
+        label_adapter(scan.records, ckpt.adapter_config)
+        scan.facts["adapter_config"] = ckpt.adapter_config
+        base = ckpt.adapter_config.get("base_model_name_or_path")
+        if isinstance(base, str) and base and not settings.base and (ckpt.root / base).resolve().is_dir():
+            scan.facts["adapter_base"] = str((ckpt.root / base).resolve())
+    if ckpt is not None:
+        entries = {e.name: e for e in ckpt.entries}
+        apply_user_labels(scan, settings, lambda rec: ckpt.array(entries[rec.name]))
+    else:
+        apply_user_labels(scan, settings, None)
 
 
-def finish(scan, settings):
-    """After the scan: add records for tensors that exist only in the task model."""
+def apply_user_labels(scan, settings, array_of):
+    """Apply ``--head`` globs and the ``--base`` diff. ``array_of(rec)`` gives a record's raw values."""
+    if settings.base and array_of is not None:
+        diff_base(scan, settings.base, array_of)
+    for rec in scan.records:
+        if any(fnmatchcase(rec.name, g) or fnmatchcase(rec.name, g + ".*") for g in settings.heads):
+            rec.origin, rec.origin_detail = T.NEW, "--head"
+
+
+def finish(scan, settings, options):
+    """After the scan: build the task model, read its load report, add its new parameters."""
+    recipe = task_recipe(scan, settings)
+    if recipe is None:
+        return
+    scan.facts["task_model"] = recipe
+    load_task_model(scan, recipe, options)
+
+
+def label_adapter(records, adapter_config):
+    """PEFT adapter folder: LoRA tensors are adapters; full modules saved beside them are new."""
+    for rec in records:
+        if rec.role in (T.LORA_A, T.LORA_B) or "lora_" in rec.name:
+            rec.origin, rec.origin_detail = T.ADAPTER, f"adapter ({adapter_config.get('peft_type', 'LORA')})"
+        else:
+            rec.origin, rec.origin_detail = T.NEW, "adapter modules_to_save"
+
+
+# --- base diff -------------------------------------------------------------------------------
+
+def diff_base(scan, base_path, array_of):
+    """Compare with the pretrained checkpoint the fine-tune starts from."""
+    from .loader import open_checkpoint
+
+    base = open_checkpoint(base_path)
+    base_entries = {e.name: e for e in base.entries}
+    names = {r.name for r in scan.records}
+    prefix = _prefix_shift(names, set(base_entries))
+    changed = []
+    for rec in scan.records:
+        be = base_entries.get(rec.name) or base_entries.get(_shift(rec.name, prefix))
+        if be is None:
+            rec.origin, rec.origin_detail = T.NEW, "not in --base"
+            continue
+        cur, old = array_of(rec), base.array(be)
+        if tuple(be.shape) != tuple(rec.shape):
+            if len(be.shape) == 2 and len(rec.shape) == 2 and be.shape[1] == rec.shape[1] and rec.shape[0] > be.shape[0]:
+                rec.origin, rec.origin_detail, rec.new_rows_from = T.RESIZED, f"rows {be.shape[0]}.. added vs --base", be.shape[0]
+                if not _same(cur[: be.shape[0]], rec.dtype, old, be.dtype):
+                    changed.append(_change(rec.name, cur[: be.shape[0]], rec.dtype, old, be.dtype))
+            else:
+                rec.origin, rec.origin_detail = T.NEW, f"shape {list(rec.shape)} vs {list(be.shape)} in --base"
+            continue
+        rec.origin, rec.origin_detail = T.PRETRAINED, "identical to --base"
+        if not _same(cur, rec.dtype, old, be.dtype):
+            rec.origin_detail = "changed vs --base"
+            changed.append(_change(rec.name, cur, rec.dtype, old, be.dtype))
+    scan.facts["base"] = {"path": str(base_path), "tensors": len(base_entries), "prefix_shift": prefix}
+    scan.facts["base_changed"] = changed
+
+
+def _prefix_shift(names: set, base: set):
+    """``("bert.", "")`` when this checkpoint's names are the base's with a prefix added (or removed)."""
+    if names & base:
+        return None
+    for a, b in ((names, base), (base, names)):
+        for n in list(a)[:50]:
+            if "." in n and n.split(".", 1)[1] in b:
+                p = n.split(".", 1)[0] + "."
+                return (p, "") if a is names else ("", p)
+    return None
+
+
+def _shift(name: str, prefix):
+    if prefix is None:
+        return name
+    add, drop = prefix[1], prefix[0]
+    if drop and name.startswith(drop):
+        return name[len(drop):]
+    return add + name
+
+
+def _same(a, a_dtype, b, b_dtype) -> bool:
+    if a_dtype == b_dtype:
+        return a.shape == b.shape and np.array_equal(np.ascontiguousarray(a).view(np.uint8), np.ascontiguousarray(b).view(np.uint8))
+    return np.array_equal(to_float32(a, a_dtype), to_float32(b, b_dtype), equal_nan=True)
+
+
+def _change(name, a, a_dtype, b, b_dtype) -> dict:
+    diff = np.abs(to_float32(a, a_dtype).astype(np.float64) - to_float32(b, b_dtype).astype(np.float64))
+    scale = float(np.abs(to_float32(b, b_dtype)).mean()) or 1.0
+    return {"name": name, "max_abs_diff": float(np.nanmax(diff)), "mean_abs_diff": float(np.nanmean(diff)),
+            "relative": float(np.nanmean(diff)) / scale}
+
+
+# --- task model --------------------------------------------------------------------------------
+
+def task_recipe(scan, settings) -> dict | None:
+    """How to build the task model: from --task, or from config.json's architectures."""
+    cfg = scan.config or {}
+    ckpt = scan.checkpoint
+    if ckpt is not None and getattr(ckpt, "refused", None):
+        return None  # a weight file was refused as unsafe (IC401): transformers must not load it either
+    if ckpt is None or not ckpt.path.is_dir() or not cfg or ckpt.adapter_config is not None:
+        if settings.task:
+            raise InputError(scan.path, "--task needs a model folder with config.json")
+        return None
+    task, model_class = settings.task, None
+    if task:
+        model_class = TASK_AUTO[task][0]
+    else:
+        arch = cfg.get("architectures")
+        arch = arch[0] if isinstance(arch, list) and arch and isinstance(arch[0], str) else None
+        if not arch or not arch.endswith(_TASK_SUFFIXES):
+            return None
+        from transformers.models.auto import modeling_auto
+
+        mt = cfg.get("model_type")
+        for name, (_, mapping) in TASK_AUTO.items():
+            if getattr(modeling_auto, mapping, {}).get(mt) == arch:
+                task, model_class = name, arch
+                break
+        if task is None:
+            return None
+    return {"path": str(ckpt.path), "task": task, "model_class": model_class, "num_labels": settings.num_labels,
+            "trust_remote_code": bool(settings.trust_remote_code)}
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """transformers prints load reports and progress bars; our report says it better."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        hf_logging.enable_progress_bar()
+
+
+def build_task_model(recipe: dict):
+    """Load the task model from the local folder exactly as a training script would.
+
+    Returns:
+        ``(model, loading_info)`` with missing / unexpected / mismatched keys.
+    """
+    import transformers
+
+    cls = getattr(transformers, recipe["model_class"], None)
+    if cls is None:
+        raise InputError(recipe["path"], f"transformers has no class {recipe['model_class']!r}")
+    # ignore_mismatched_sizes: a head of the wrong size becomes a finding (IC203), not a crash
+    kw = {"local_files_only": True, "output_loading_info": True, "ignore_mismatched_sizes": True,
+          "trust_remote_code": recipe["trust_remote_code"]}
+    if recipe.get("num_labels"):
+        kw["num_labels"] = recipe["num_labels"]
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    with _quiet_transformers():
+        try:
+            return cls.from_pretrained(recipe["path"], **kw)
+        except (OSError, ValueError, KeyError, RuntimeError, TypeError) as e:
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise InputError(recipe["path"], f"cannot build {recipe['model_class']}: {msg[:300]}") from None
+
+
+def _mem_available() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 1 << 62
+
+
+def load_task_model(scan, recipe, options):
+    """Fill ``scan.load_report``, label new heads and check loaded weights against the disk."""
+    need = 4 * scan.parameters * 2
+    if need > _LOAD_MEMORY_SHARE * _mem_available():
+        scan.load_report = {"status": "skipped", "reason": f"loading {recipe['model_class']} needs ~{need / 2**30:.1f} GiB"}
+        return
+    model, info = build_task_model(recipe)
+    base_prefix = getattr(model, "base_model_prefix", "") or ""
+    missing = sorted(info.get("missing_keys") or [])
+    unexpected = sorted(info.get("unexpected_keys") or [])
+    mismatched = sorted([list(m) if isinstance(m, (tuple, list)) else [m] for m in (info.get("mismatched_keys") or [])])
+    report = {"status": "ran", "model_class": type(model).__name__, "base_model_prefix": base_prefix,
+              "missing": missing, "unexpected": unexpected,
+              "mismatched": [{"name": m[0], "checkpoint": list(m[1]) if len(m) > 1 else None,
+                              "model": list(m[2]) if len(m) > 2 else None} for m in mismatched],
+              "reinitialised": [], "verified": 0}
+    state = model.state_dict()
+    report["backbone_parameters"] = sum(t.numel() for k, t in state.items() if base_prefix and k.startswith(base_prefix + "."))
+    report["missing_parameters"] = sum(state[k].numel() for k in missing if k in state)
+    fresh = set(missing) | {m[0] for m in mismatched}
+    from . import stats as S
+
+    # new parameters: checked as the model's own init set them
+    for key in sorted(fresh):
+        t = state.get(key)
+        if t is None:
+            continue
+        raw, dtype = torch_to_numpy(t)
+        rec = scan.by_name.get(_shift_model_key(key, base_prefix, scan.by_name))
+        if rec is None or tuple(rec.shape) != tuple(raw.shape):
+            if rec is not None:  # shape mismatch: the checkpoint tensor is discarded (IC203 reports it)
+                scan.records.remove(rec)
+            rec = T.make_record(key, tuple(raw.shape), dtype, "(task model)")
+            scan.records.append(rec)
+        rec.origin, rec.origin_detail = T.NEW, f"initialised by {type(model).__name__}"
+        rec.extra["init_by_model"] = True
+        rec.stats = S.compute(rec, raw, options)
+    scan.reindex()
+    # silent re-initialisation: loaded parameters must equal the bytes on disk
+    ckpt = scan.checkpoint
+    entries = {e.name: e for e in ckpt.entries}
+    for key, t in state.items():
+        if key in fresh:
+            continue
+        ck = _shift_model_key(key, base_prefix, entries)
+        e = entries.get(ck)
+        if e is None or e.numel != t.numel():
+            continue
+        raw, dtype = torch_to_numpy(t)
+        disk = ckpt.array(e)
+        report["verified"] += 1
+        if not _same(raw.reshape(disk.shape), dtype, disk, e.dtype):
+            ch = _change(key, raw.reshape(disk.shape), dtype, disk, e.dtype)
+            report["reinitialised"].append(ch)
+            if ck in scan.by_name:
+                scan.by_name[ck].extra["reinitialised"] = ch
+    for name in unexpected:
+        if name in scan.by_name:
+            scan.by_name[name].origin_detail = f"unused by {type(model).__name__}"
+    scan.load_report = report
+
+
+def _shift_model_key(key: str, prefix: str, names) -> str:
+    """The checkpoint name of a model parameter: the same, or with the base-model prefix added/dropped."""
+    if key in names or not prefix:
+        return key
+    if key.startswith(prefix + ".") and key[len(prefix) + 1:] in names:
+        return key[len(prefix) + 1:]
+    if prefix + "." + key in names:
+        return prefix + "." + key
+    return key
