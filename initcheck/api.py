@@ -69,7 +69,8 @@ def scan_path(path, pack, settings: Settings):
                          files=[{"path": f.path, "size": f.size, "format": f.format} for f in ckpt.files])
     origins.assign(scan, settings)
     arrays = (ckpt.array(e) for e in ckpt.entries)
-    with _progress(settings.progress, total_bytes=sum(f.size for f in ckpt.files)) as advance:
+    with _progress(settings.progress, total_bytes=sum(f.size for f in ckpt.files),
+                   total_tensors=len(ckpt.entries)) as advance:
         scan_mod.compute_stats(scan.records[: len(ckpt.entries)], arrays, pack.scan, advance)
     origins.finish(scan, settings, pack.scan)
     if settings.hashes:
@@ -106,22 +107,36 @@ def _probe_wanted(settings: Settings, scan, pack=None) -> bool:
 
 
 class _progress:
-    """A rich progress bar over bytes, on a TTY only; a no-op callable otherwise."""
+    """A rich progress bar (tensors, bytes, speed, ETA) on stderr, on a TTY only; None otherwise.
 
-    def __init__(self, enabled: bool, total_bytes: int):
+    ``__enter__`` returns ``advance(nbytes)``, to call once per tensor measured.
+    """
+
+    def __init__(self, enabled: bool, total_bytes: int, total_tensors: int = 0):
         self.enabled = enabled
         self.total = total_bytes
+        self.tensors = total_tensors
 
     def __enter__(self):
         if not self.enabled:
             return None
-        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+        from rich.console import Console
+        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                                   TransferSpeedColumn)
 
-        self.bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                            TimeRemainingColumn(), transient=True)
+        self.bar = Progress("[progress.description]{task.description}", BarColumn(),
+                            TextColumn("{task.fields[done]}/{task.fields[tensors]} tensors"), DownloadColumn(),
+                            TransferSpeedColumn(), TimeRemainingColumn(),
+                            console=Console(stderr=True), transient=True)
+        self.task = self.bar.add_task("scanning", total=self.total, done=0, tensors=self.tensors)
+        self.done = 0
         self.bar.start()
-        self.task = self.bar.add_task("scanning", total=self.total)
-        return lambda n: self.bar.advance(self.task, n)
+
+        def advance(nbytes: int):
+            self.done += 1
+            self.bar.update(self.task, advance=nbytes, done=self.done)
+
+        return advance
 
     def __exit__(self, *exc):
         if self.enabled:

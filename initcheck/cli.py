@@ -132,9 +132,11 @@ def check(path, formats, outputs, write_baseline, debug, **cli):
             from .policy import write_baseline as wb
 
             wb(report, write_baseline)
-    except (InputError, Exception) as e:  # noqa: BLE001 - every failure becomes one line and exit 2
+            click.echo(f"initcheck: baseline of {len(report.findings)} finding(s) written to {write_baseline}", err=True)
+    except Exception as e:  # noqa: BLE001 - every failure becomes one line and exit 2
         _fail(e, debug)
-    sys.exit(report.exit_code)
+    # recording a baseline accepts the current findings: that run succeeds
+    sys.exit(0 if write_baseline else report.exit_code)
 
 
 def _width() -> int:

@@ -13,7 +13,7 @@ from .errors import InputError
 from .findings import SEVERITIES
 from .resources import data_dir
 
-_PACK_KEYS = {"description", "extends", "select", "ignore"}
+_PACK_KEYS = {"description", "extends", "select", "ignore", "probe"}
 _RULE_KEYS = {"severity", "enabled"}
 
 
@@ -28,6 +28,7 @@ class Pack:
     scan: dict = field(default_factory=dict)
     rules: dict = field(default_factory=dict)  # rule id -> {"severity", "enabled", option: value}
     sources: list = field(default_factory=list)  # files applied, base first
+    probe: bool | None = None  # [pack] probe: run the probe by default (None: when the task model is known)
 
     def options(self, rule_id: str) -> dict:
         return self.rules[rule_id]
@@ -123,12 +124,16 @@ def _apply(pack: Pack, data: dict, source: str, registry: dict, defaults):
             raise InputError(source, f"pack.{key} must be a list of rule ids, prefixes or names")
         if key in ("description", "extends") and not isinstance(value, str):
             raise InputError(source, f"pack.{key} must be a string")
+        if key == "probe" and not isinstance(value, bool):
+            raise InputError(source, f"pack.probe must be true or false, got {value!r}")
     if "description" in meta:
         pack.description = meta["description"]
     if "select" in meta:
         pack.select = list(meta["select"])
     if "ignore" in meta:
         pack.ignore = list(meta["ignore"])
+    if "probe" in meta:
+        pack.probe = meta["probe"]
     for key, value in data.get("scan", {}).items():
         if defaults is not None and key not in defaults.scan:
             raise InputError(source, f"unknown key scan.{key}")

@@ -7,6 +7,7 @@ from importlib import metadata
 from . import __version__
 from . import tensors as T
 from .findings import RANK, SEVERITIES
+from .init_conventions import expected_std
 
 SCHEMA = "initcheck/1"
 _CONFIG_KEYS = ("model_type", "architectures", "hidden_size", "num_hidden_layers", "num_attention_heads",
@@ -80,11 +81,10 @@ class Report:
                     "pretrained": sum(1 for r in scan.records if r.origin == T.PRETRAINED)},
             "load_report": scan.load_report,
             "findings": [f.to_dict() for f in self.findings],
-            "rules": [{"id": r.id, "name": r.name, "severity": self.pack.rules.get(r.id, {}).get("severity", r.severity)}
-                      for r in self.rules],
+            "rules": [_rule_row(r, self.pack.rules.get(r.id, {})) for r in self.rules],
             "pack": {"name": self.pack.name, "sources": [str(s) for s in self.pack.sources]},
             "probe": scan.probe,
-            "tensors": [_tensor_row(r) for r in scan.records],
+            "tensors": [_tensor_row(r, scan.config) for r in scan.records],
         }
 
     def to_json(self, indent=2) -> str:
@@ -109,7 +109,14 @@ def _num(x):
     return float(f"{x:.6g}")
 
 
-def _tensor_row(r) -> dict:
+def _rule_row(r, opts: dict) -> dict:
+    """A rule as reporters show it: id, severity, the thresholds used and its documentation."""
+    return {"id": r.id, "name": r.name, "severity": opts.get("severity", r.severity),
+            "summary": r.summary, "why": r.section("Why is this bad?"), "fix": r.section("Use instead"),
+            "doc": r.doc, "options": {k: opts[k] for k in r.options if k in opts}}
+
+
+def _tensor_row(r, config=None) -> dict:
     st = r.stats
     row = {"name": r.name, "shape": list(r.shape), "dtype": r.dtype, "role": r.role, "origin": r.origin,
            "file": r.file, "block": r.block, "layer": r.layer}
@@ -119,6 +126,9 @@ def _tensor_row(r) -> dict:
         row.update({"mean": _num(st.mean), "std": _num(st.std), "absmax": _num(st.absmax),
                     "zero_fraction": _num(st.zeros / st.numel), "nonfinite": st.nonfinite,
                     "dup_rows": st.dup_exact_rows + st.dup_near_rows})
+        if r.is_weight:  # the std a fresh init of this layer would have (the report's "expected band")
+            lo, hi, _ = expected_std(r, config, r.extra.get("init_by_model", False))
+            row.update({"expected_std_low": _num(lo), "expected_std_high": _num(hi)})
     elif st is not None and st.numel:
         row.update({"nonfinite": st.nonfinite})
     return row

@@ -3,7 +3,12 @@
 Rows are bucketed by random-hyperplane hashes (SimHash) of a fixed column subset; only rows that
 share a bucket are compared, on their full length. Exact duplicates always share every bucket,
 so they are always found; near duplicates (cosine >= threshold) are found with high probability.
+
+Rows that are all zero on the subset cannot be hashed: the ones that are zero everywhere form
+one exact group, the others are compared on their full length like a bucket.
 """
+
+from functools import lru_cache
 
 import numpy as np
 
@@ -14,74 +19,159 @@ BANDS = 4             # independent hash tables: more bands, better recall for n
 BITS = 20             # bits per band: 2^-20 chance that two unrelated rows share a bucket
 MAX_BUCKET = 256      # a bigger bucket is verified against its first row only
 MAX_GROUPS = 100      # groups kept for the report
+VERIFY_ELEMENTS = 1 << 19   # full-row values decoded at a time when verifying candidates
 
 
-def find_duplicate_rows(rows_raw: np.ndarray, dtype: str, cosine: float):
+@lru_cache(maxsize=64)
+def _hashing(d: int):
+    """The hashed columns (None: all) and hyperplanes for rows of length ``d``, fixed by seed 0."""
+    rng = np.random.default_rng(0)
+    cols = np.sort(rng.choice(d, size=SUBSET_COLS, replace=False)) if d > SUBSET_COLS else None
+    planes = rng.standard_normal((min(d, SUBSET_COLS), BANDS * BITS)).astype(np.float32)
+    if cols is not None:
+        cols.setflags(write=False)
+    planes.setflags(write=False)
+    return cols, planes
+
+
+def subset_columns(d: int):
+    """The columns hashed for rows of length ``d`` (None: all of them)."""
+    return _hashing(d)[0]
+
+
+def find_duplicate_rows(rows_raw: np.ndarray, dtype: str, cosine: float, subset: np.ndarray | None = None):
     """Group rows that are exact or near duplicates of each other.
 
     Args:
         rows_raw: a 2-D array of stored values, one output unit per row.
         dtype: our dtype name, to decode ``rows_raw``.
         cosine: rows at or above this cosine similarity count as near duplicates.
+        subset: ``rows_raw[:, subset_columns(cols)]``, when the caller gathered it already.
 
     Returns:
         ``(groups, exact_rows, near_rows)``: up to MAX_GROUPS groups as
-        ``{"rows": [...], "exact": bool}``, and the number of rows in exact / near-only groups.
+        ``{"rows": [...], "size": n, "exact": bool}``, and the number of rows in exact / near-only groups.
     """
     n, d = rows_raw.shape
     if n < 2 or d < 2:
         return [], 0, 0
-    rng = np.random.default_rng(0)
-    cols = np.sort(rng.choice(d, size=SUBSET_COLS, replace=False)) if d > SUBSET_COLS else None
-    sub = to_float32(rows_raw if cols is None else rows_raw[:, cols], dtype).astype(np.float32, copy=False)
-    finite = np.isfinite(sub).all(axis=1)
-    norms = np.linalg.norm(np.where(finite[:, None], sub, 0), axis=1)
-    live = finite & (norms > 0)
-    parent = np.arange(n)
+    cols, planes = _hashing(d)
+    if subset is None:
+        subset = rows_raw if cols is None else rows_raw[:, cols]
+    sub = np.asarray(to_float32(subset, dtype), dtype=np.float32)
+    proj = sub @ planes
+    # a row with NaN/Inf in the subset projects to NaN/Inf, a row that is zero there projects
+    # to exact zeros: both are rare, and only those rows are looked at element by element
+    odd = np.flatnonzero(~np.isfinite(proj).all(axis=1) | ~proj.any(axis=1))
+    finite = np.ones(n, bool)
+    zero = np.zeros(n, bool)
+    if len(odd):
+        finite[odd] = np.isfinite(sub[odd]).all(axis=1)
+        zero[odd] = finite[odd] & ~sub[odd].any(axis=1)
+    live = np.flatnonzero(finite & ~zero)
+
+    leads, members = [], []
+    if len(live) >= 2:
+        signs = proj[live] > 0
+        codes = signs.reshape(len(live), BANDS, BITS).astype(np.int32) @ (1 << np.arange(BITS, dtype=np.int32))
+        # one sort for all bands: key = band, code, then the row, so each bucket lists its rows in order
+        keys = (codes.astype(np.int64) + (np.arange(BANDS, dtype=np.int64) << BITS)) << 32
+        lead, member = _bucket_pairs((keys + np.arange(len(live), dtype=np.int64)[:, None]).reshape(-1))
+        leads.append(live[lead])
+        members.append(live[member])
+    unhashed = np.flatnonzero(zero)
+    zero_rows = np.zeros(0, np.int64)
+    if len(unhashed):
+        step = max(1, VERIFY_ELEMENTS // d)
+        full_zero = np.concatenate([~np.any(to_float32(rows_raw[unhashed[i:i + step]], dtype), axis=1)
+                                    for i in range(0, len(unhashed), step)])
+        zero_rows, rest = unhashed[full_zero], unhashed[~full_zero]
+        if len(rest) >= 2:   # zero where we hash, not elsewhere: one bucket, verified in full
+            leads.append(np.full(min(len(rest), MAX_BUCKET) - 1, rest[0]))
+            members.append(rest[1:MAX_BUCKET])
+    edges = _verified(rows_raw, dtype, leads, members, cosine, n, sub)
+    if len(zero_rows) >= 2:
+        edges += [(int(zero_rows[0]), int(j)) for j in zero_rows[1:]]
+    return _groups(rows_raw, edges)
+
+
+def _bucket_pairs(keys: np.ndarray):
+    """(lead, member) rows: each row paired with the first row of its bucket (up to MAX_BUCKET).
+
+    ``keys`` are ``bucket << 32 | row``: sorting them (no argsort needed) groups the buckets.
+    """
+    keys = np.sort(keys)
+    sc, order = keys >> 32, keys & 0xFFFFFFFF
+    pos = np.arange(len(sc))
+    start = np.maximum.accumulate(np.where(np.r_[True, sc[1:] != sc[:-1]], pos, 0))
+    rank = pos - start
+    keep = (rank > 0) & (rank < MAX_BUCKET)
+    return order[start[keep]], order[keep]
+
+
+def _verified(rows_raw, dtype, leads, members, cosine, n, sub) -> list:
+    """The candidate pairs whose full rows reach ``cosine``, each pair checked once.
+
+    Most candidates are chance collisions. Before their full rows are compared, the hashed
+    subset rules them out cheaply and without error: with x and y scaled to unit length over
+    the full row, cosine = 1 - |x - y|^2 / 2, and the subset's part of |x - y|^2 is at most all of it.
+    """
+    if not leads:
+        return []
+    lead, member = np.concatenate(leads), np.concatenate(members)
+    if not len(lead):
+        return []
+    key = np.unique(lead.astype(np.int64) * n + member)
+    lead, member = key // n, key % n
+    rows = np.unique(np.r_[lead, member])
+    d = rows_raw.shape[1]
+    step = max(1, VERIFY_ELEMENTS // d)
+    norms = np.concatenate([np.linalg.norm(_rows64(rows_raw, dtype, rows[i:i + step]), axis=1)
+                            for i in range(0, len(rows), step)])
+    nl, nm = norms[np.searchsorted(rows, lead)], norms[np.searchsorted(rows, member)]
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        gap = np.square(sub[lead] / nl[:, None] - sub[member] / nm[:, None]).sum(axis=1)
+        maybe = ~(gap > 2.0 * (1.0 - cosine) + 1e-9)    # NaN stays a candidate
+    lead, member, nl, nm = lead[maybe], member[maybe], nl[maybe], nm[maybe]
+    edges = []
+    step = max(1, step // 2)
+    for i in range(0, len(lead), step):
+        a = _rows64(rows_raw, dtype, lead[i:i + step])
+        b = _rows64(rows_raw, dtype, member[i:i + step])
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            cos = np.einsum("ij,ij->i", a, b) / (nl[i:i + step] * nm[i:i + step])
+        hit = np.flatnonzero(cos >= cosine)
+        edges += [(int(lead[i + h]), int(member[i + h])) for h in hit]
+    return edges
+
+
+def _rows64(rows_raw, dtype, idx) -> np.ndarray:
+    return to_float32(rows_raw[idx], dtype).astype(np.float64)
+
+
+def _groups(rows_raw, edges):
+    """Connected components of ``edges`` -> the report's groups, smallest row first."""
+    parent = {}
 
     def find(i):
+        parent.setdefault(i, i)
         while parent[i] != i:
             parent[i] = parent[parent[i]]
             i = parent[i]
         return i
 
-    def union(i, j):
+    for i, j in edges:
         ri, rj = find(i), find(j)
         if ri != rj:
             parent[max(ri, rj)] = min(ri, rj)
-
-    zero_rows = np.flatnonzero(finite & (norms == 0))
-    for j in zero_rows[1:]:
-        union(zero_rows[0], j)
-
-    idx = np.flatnonzero(live)
-    if len(idx) >= 2:
-        u = sub[idx] / norms[idx, None]
-        planes = rng.standard_normal((u.shape[1], BANDS * BITS)).astype(np.float32)
-        signs = (u @ planes) > 0
-        weights = (1 << np.arange(BITS, dtype=np.int64))
-        verified = {}
-        for b in range(BANDS):
-            codes = signs[:, b * BITS:(b + 1) * BITS].astype(np.int64) @ weights
-            order = np.argsort(codes, kind="stable")
-            sc = codes[order]
-            starts = np.flatnonzero(np.r_[True, sc[1:] != sc[:-1]])
-            ends = np.r_[starts[1:], len(sc)]
-            for s, e in zip(starts, ends):
-                if e - s < 2:
-                    continue
-                members = idx[order[s:e]]
-                key = (members[0], len(members))
-                if verified.get(key):
-                    continue
-                verified[key] = True
-                _verify(rows_raw, dtype, members[: MAX_BUCKET], cosine, union)
-    roots = np.array([find(i) for i in range(n)])
-    uniq, counts = np.unique(roots, return_counts=True)
+    comps = {}
+    for i in parent:
+        comps.setdefault(find(i), []).append(i)
     groups, exact_rows, near_rows = [], 0, 0
-    for r in uniq[counts >= 2]:
-        members = np.flatnonzero(roots == r)
-        exact = bool(all(np.array_equal(rows_raw[members[0]], rows_raw[m]) for m in members[1:]))
+    for root in sorted(comps):
+        members = sorted(comps[root])
+        first = rows_raw[members[0]]
+        exact = bool(all(np.array_equal(first, rows_raw[m]) for m in members[1:]))
         if exact:
             exact_rows += len(members)
         else:
@@ -89,13 +179,3 @@ def find_duplicate_rows(rows_raw: np.ndarray, dtype: str, cosine: float):
         if len(groups) < MAX_GROUPS:
             groups.append({"rows": [int(m) for m in members[:64]], "size": int(len(members)), "exact": exact})
     return groups, exact_rows, near_rows
-
-
-def _verify(rows_raw, dtype, members, cosine, union):
-    full = to_float32(rows_raw[members], dtype).astype(np.float64)
-    norms = np.linalg.norm(full, axis=1)
-    lead = full[0] / norms[0]
-    cos = (full @ lead) / norms
-    for m, c in zip(members[1:], cos[1:]):
-        if c >= cosine:
-            union(members[0], m)

@@ -2,18 +2,34 @@
 
 Rules never touch tensor data; they read a ``TensorStats``. Small tensors (biases, gains,
 adapters) also keep their values, for rules that compare tensors with each other.
+
+The pass reads each tensor once, in chunks of whole rows that stay in cache, and does as few
+sweeps over a chunk as it can (decoding, min, max, zeros, two BLAS dot products), into buffers
+that each thread reuses, so a multi-GB checkpoint costs a few times what reading it costs:
+
+- bf16 decodes with one integer op per pair of values (a uint32 view holds two bf16s: shift the
+  low one up, mask the high one); the chunk's values end up out of order, which sums do not mind;
+- NaN and Inf need no sweep of their own: min and max propagate NaN and show +-Inf, and only a
+  chunk where they do is decoded again in order and counted value by value;
+- sum and sum of squares are BLAS dot products, accumulated across chunks in float64, around a
+  shift (the first chunk's mean) only where the mean is large against the spread;
+- the column subset that duplicate-row hashing needs is gathered while the chunk is in cache.
 """
 
+import math
+import sys
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import tensors as T
-from .dtypes import is_float, to_float32
-from .rowdups import find_duplicate_rows
+from .dtypes import _FP8, is_float, to_float32
+from .rowdups import find_duplicate_rows, subset_columns
 
-CHUNK_ELEMENTS = 1 << 22      # decode and reduce ~16 MB of float32 at a time
+CHUNK_ELEMENTS = 1 << 18      # 256K values a chunk: raw + decoded (1.5 MB) stay in L2/L3
 KEEP_VALUES_UP_TO = 1 << 16   # tensors this small keep a float32 copy for cross-tensor rules
+_LITTLE = sys.byteorder == "little"
 
 
 @dataclass
@@ -58,6 +74,8 @@ class TensorStats:
 def compute(rec: T.TensorRecord, raw: np.ndarray, options: dict) -> TensorStats:
     """Compute the statistics of one tensor from its raw stored values.
 
+    Thread-safe: each thread decodes into its own buffers, so tensors can be measured in parallel.
+
     Args:
         rec: the tensor's context (role decides which extra statistics are worth computing).
         raw: the stored values (mmap-backed; decoded chunk by chunk).
@@ -67,50 +85,181 @@ def compute(rec: T.TensorRecord, raw: np.ndarray, options: dict) -> TensorStats:
     if raw.size == 0 or not is_float(rec.dtype) or rec.role == T.BUFFER:
         return st
     rows = raw.reshape(raw.shape[0], -1) if raw.ndim >= 2 else raw.reshape(1, -1)
-    step = max(1, CHUNK_ELEMENTS // max(1, rows.shape[1]))
-    shift = None
-    s1 = s2 = 0.0
-    mn, mx = np.inf, -np.inf
+    n_rows, n_cols = rows.shape
     keep_rows = rec.role == T.EMBEDDING and raw.ndim == 2
+    want_dups = rec.role in (T.LINEAR, T.CONV) and raw.ndim >= 2 and n_rows >= 2 and n_cols >= 2
+    # gather the hashed column subset on the way, unless rows are the stored columns (Conv1D)
+    cols = subset_columns(n_cols) if want_dups and not (rec.transposed and raw.ndim == 2) else None
+    cols = cols if cols is not None and n_cols <= CHUNK_ELEMENTS else None
+    sub = np.empty((n_rows, len(cols)), raw.dtype) if cols is not None else None
+    flat = raw.reshape(-1)
+    acc = _Moments(st, raw.shape)
     norms, means = [], []
-    for r0 in range(0, rows.shape[0], step):
-        x = to_float32(rows[r0:r0 + step], rec.dtype)
-        fin = np.isfinite(x)
-        nfin = int(fin.sum())
-        if nfin < x.size:
-            bad = ~fin
-            st.nan += int(np.isnan(x).sum())
-            st.inf += int(x.size - nfin) - int(np.isnan(x).sum())
-            if st.first_nonfinite is None:
-                flat = int(np.argmax(bad.reshape(-1))) + r0 * rows.shape[1]
-                st.first_nonfinite = tuple(int(i) for i in np.unravel_index(flat, raw.shape))
-            x = np.where(fin, x, 0.0).astype(np.float32)
-        st.finite += nfin
-        st.zeros += int(np.count_nonzero(x == 0)) - (x.size - nfin)
-        if nfin:
-            xf = x if nfin == x.size else x[fin]
-            mn, mx = min(mn, float(xf.min())), max(mx, float(xf.max()))
-            if shift is None:
-                shift = float(xf.mean(dtype=np.float64))
-            d = xf.reshape(-1) - np.float32(shift)
-            s1 += float(d.sum(dtype=np.float64))
-            s2 += float(np.dot(d, d))
-        if keep_rows:
+    if n_cols <= CHUNK_ELEMENTS:
+        step = max(1, CHUNK_ELEMENTS // n_cols)
+        spans = [(r0, min(r0 + step, n_rows)) for r0 in range(0, n_rows, step)]
+        chunks = ((r0 * n_cols, r1 * n_cols, r0, r1) for r0, r1 in spans)
+    else:  # rows longer than a chunk: plain flat chunks, per-row extras afterwards
+        chunks = ((s, min(s + CHUNK_ELEMENTS, flat.size), None, None) for s in range(0, flat.size, CHUNK_ELEMENTS))
+    for s, e, r0, r1 in chunks:
+        chunk = flat[s:e]
+        clean = acc.add(chunk, rec.dtype, s, natural=keep_rows and r0 is not None)
+        if keep_rows and r0 is not None:
+            x = clean.reshape(r1 - r0, n_cols)
             norms.append(np.linalg.norm(x, axis=1))
             means.append(x.mean(axis=1))
-    if st.finite:
-        m = s1 / st.finite
-        st.mean = shift + m
-        st.std = float(np.sqrt(max(s2 / st.finite - m * m, 0.0)))
-        st.min, st.max = mn, mx
-        st.absmax = max(abs(mn), abs(mx))
+        if sub is not None and r0 is not None:
+            np.take(rows[r0:r1], cols, axis=1, out=sub[r0:r1])
+    acc.finish()
     if keep_rows:
-        st.row_norms = np.concatenate(norms)
-        st.row_means = np.concatenate(means)
+        if norms:
+            st.row_norms, st.row_means = np.concatenate(norms), np.concatenate(means)
+        else:
+            x = _zero_nonfinite(to_float32(rows, rec.dtype))
+            st.row_norms, st.row_means = np.linalg.norm(x, axis=1), x.mean(axis=1)
     if raw.size <= KEEP_VALUES_UP_TO:
         st.values = to_float32(raw, rec.dtype).astype(np.float32).reshape(raw.shape)
-    if rec.role in (T.LINEAR, T.CONV) and not st.constant and not st.all_zero and raw.ndim >= 2:
+    if want_dups and not st.constant and not st.all_zero:
         units = rows.T if rec.transposed and raw.ndim == 2 else rows
         st.dup_groups, st.dup_exact_rows, st.dup_near_rows = find_duplicate_rows(
-            units, rec.dtype, options["near_duplicate_cosine"])
+            units, rec.dtype, options["near_duplicate_cosine"],
+            subset=sub)
     return st
+
+
+class _Moments:
+    """Running counts, extremes and shifted moments of a tensor, fed chunk by chunk."""
+
+    def __init__(self, st: TensorStats, shape: tuple):
+        self.st, self.shape = st, shape
+        self.shift = None
+        self.s1 = self.s2 = 0.0
+        self.mn, self.mx = math.inf, -math.inf
+
+    def add(self, chunk: np.ndarray, dtype: str, offset: int, natural: bool) -> np.ndarray:
+        """Fold in one chunk of raw values starting at flat index ``offset``.
+
+        Returns the chunk's float values with non-finite ones set to 0, in storage order when
+        ``natural`` (otherwise in whatever order the decoder left them).
+        """
+        st = self.st
+        x = _decode(chunk, dtype, natural)
+        mn, mx = x.min(), x.max()          # NaN propagates, +-Inf shows: the finite check is free
+        if math.isfinite(mn) and math.isfinite(mx):
+            st.finite += x.size
+            self._moments(x, float(mn), float(mx))
+            return x
+        if dtype == "bfloat16":
+            x = to_float32(chunk, dtype)     # in storage order, for the first index
+        fin = np.isfinite(x)
+        nfin = int(np.count_nonzero(fin))
+        nan = int(np.count_nonzero(np.isnan(x)))
+        st.nan += nan
+        st.inf += x.size - nfin - nan
+        if st.first_nonfinite is None:
+            flat = offset + int(np.argmax(~fin))
+            st.first_nonfinite = tuple(int(i) for i in np.unravel_index(flat, self.shape))
+        st.finite += nfin
+        if nfin:
+            xf = np.ascontiguousarray(x[fin])
+            self._moments(xf, float(xf.min()), float(xf.max()))
+        return np.where(fin, x, 0).astype(x.dtype)
+
+    def _moments(self, x: np.ndarray, mn: float, mx: float):
+        buf = _buffers()
+        n = x.size
+        self.mn, self.mx = min(self.mn, mn), max(self.mx, mx)
+        if mn <= 0 <= mx:
+            self.st.zeros += int(np.count_nonzero(np.equal(x, 0, out=buf.mask(n))))
+        ones = buf.ones(n, x.dtype)
+        if self.shift is None:
+            # shift by the first chunk's mean only when the mean is large against the spread:
+            # then sum(x^2) - n*mean^2 would cancel; otherwise skip the subtraction sweep
+            m = float(np.dot(x, ones)) / n
+            var = float(np.dot(x, x)) / n - m * m
+            self.shift = m if m * m > var else 0.0
+        d = x
+        if self.shift:
+            d = np.subtract(x, x.dtype.type(self.shift), out=buf.get("shifted", n, x.dtype))
+        self.s1 += float(np.dot(d, ones))
+        self.s2 += float(np.dot(d, d))
+
+    def finish(self):
+        st = self.st
+        if st.finite:
+            m = self.s1 / st.finite
+            st.mean = self.shift + m
+            st.std = float(np.sqrt(max(self.s2 / st.finite - m * m, 0.0)))
+            st.min, st.max = self.mn, self.mx
+            st.absmax = max(abs(self.mn), abs(self.mx))
+
+
+def _decode(chunk: np.ndarray, dtype: str, natural: bool) -> np.ndarray:
+    """A 1-D chunk of raw values as floats, in a reused per-thread buffer (float32/64: as is)."""
+    if dtype in ("float32", "float64"):
+        return chunk
+    buf = _buffers()
+    n = chunk.size
+    if dtype == "bfloat16":
+        if not natural and _LITTLE and n % 2 == 0 and chunk.ctypes.data % 4 == 0:
+            # two bf16 per uint32: low value shifted up, high value masked; order within the
+            # chunk becomes evens then odds
+            r32, out = chunk.view(np.uint32), buf.get("decoded", n, np.float32).view(np.uint32)
+            np.left_shift(r32, 16, out=out[: n // 2])
+            np.bitwise_and(r32, np.uint32(0xFFFF0000), out=out[n // 2:])
+            return out.view(np.float32)
+        if _LITTLE:
+            half = buf.natural_bf16(n)   # the low halves of this buffer are zero, always
+            half[1::2] = chunk
+            return half.view(np.float32)
+        return to_float32(chunk, dtype)
+    out = buf.get("decoded", n, np.float32)
+    if dtype in _FP8:
+        return np.take(_FP8[dtype], chunk, out=out)
+    out[...] = chunk
+    return out
+
+
+def _zero_nonfinite(x: np.ndarray) -> np.ndarray:
+    return np.where(np.isfinite(x), x, 0).astype(np.float32)
+
+
+class _Buffers:
+    """Per-thread scratch space, grown on demand and reused for every chunk of every tensor."""
+
+    def __init__(self):
+        self._named, self._mask, self._half, self._ones = {}, None, None, {}
+
+    def get(self, name: str, n: int, dtype) -> np.ndarray:
+        key = (name, np.dtype(dtype))
+        b = self._named.get(key)
+        if b is None or b.size < n:
+            b = self._named[key] = np.empty(max(n, 1 << 16), key[1])
+        return b[:n]
+
+    def mask(self, n: int) -> np.ndarray:
+        if self._mask is None or self._mask.size < n:
+            self._mask = np.empty(max(n, 1 << 16), np.bool_)
+        return self._mask[:n]
+
+    def natural_bf16(self, n: int) -> np.ndarray:
+        if self._half is None or self._half.size < 2 * n:
+            self._half = np.zeros(2 * max(n, 1 << 16), np.uint16)
+        return self._half[: 2 * n]
+
+    def ones(self, n: int, dtype) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        b = self._ones.get(dtype)
+        if b is None or b.size < n:
+            b = self._ones[dtype] = np.ones(max(n, 1 << 16), dtype)
+        return b[:n]
+
+
+_local = threading.local()
+
+
+def _buffers() -> _Buffers:
+    b = getattr(_local, "buffers", None)
+    if b is None:
+        b = _local.buffers = _Buffers()
+    return b

@@ -18,6 +18,8 @@ from ..errors import InputError
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # same cap as the safetensors library
 MAX_NAME_CHARS = 1024
+# real models have at most ~100k tensors (large MoEs); a header can't make us build millions of records
+MAX_TENSORS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -87,17 +89,12 @@ def _read_header(path: str, rel: str, size: int):
         if n > MAX_HEADER_BYTES:
             raise InputError(rel, f"header of {n} bytes exceeds the {MAX_HEADER_BYTES} byte limit")
         raw = f.read(n)
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise InputError(rel, "safetensors header is not valid UTF-8") from None
-    except ValueError as e:
-        raise InputError(rel, f"safetensors header is not valid JSON ({e.msg} at byte {e.pos})") from None
-    if not isinstance(header, dict):
-        raise InputError(rel, "safetensors header is not a JSON object")
+    header = _parse_header(raw, rel)
     metadata = header.pop("__metadata__", None) or {}
-    if not isinstance(metadata, dict):
-        raise InputError(rel, "safetensors __metadata__ is not an object")
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise InputError(rel, "safetensors __metadata__ must map strings to strings")
+    if len(header) > MAX_TENSORS:
+        raise InputError(rel, f"header lists {len(header)} tensors, over the {MAX_TENSORS} limit")
     data_start = 8 + n
     data_len = size - data_start
     entries = []
@@ -110,14 +107,55 @@ def _read_header(path: str, rel: str, size: int):
     return metadata, entries, data_start
 
 
-def _entry(rel: str, name, spec, data_len: int) -> Entry:
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicates(pairs):
+    d = {}
+    for k, v in pairs:
+        if k in d:
+            raise _DuplicateKey(k)
+        d[k] = v
+    return d
+
+
+def _parse_header(raw: bytes, rel: str) -> dict:
+    """The JSON header as a dict; every way it can be broken becomes a one-line InputError."""
+    try:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except UnicodeDecodeError:
+        raise InputError(rel, "safetensors header is not valid UTF-8") from None
+    except _DuplicateKey as e:
+        raise InputError(rel, f"safetensors header names {str(e)[:80]!r} twice") from None
+    except json.JSONDecodeError as e:
+        raise InputError(rel, f"safetensors header is not valid JSON ({e.msg} at byte {e.pos})") from None
+    except (ValueError, RecursionError) as e:  # e.g. a 5000-digit integer, or [[[[...]]]] nesting
+        raise InputError(rel, f"safetensors header is not valid JSON ({type(e).__name__}: {str(e)[:80]})") from None
+    if not isinstance(header, dict):
+        raise InputError(rel, "safetensors header is not a JSON object")
+    return header
+
+
+def check_name(name: str, rel: str):
+    """Tensor names are printed in every report: refuse huge, non-UTF-8 or control-character names."""
     if len(name) > MAX_NAME_CHARS:
         raise InputError(rel, f"tensor name of {len(name)} characters exceeds {MAX_NAME_CHARS}")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(rel, f"tensor name {name[:80]!r} is not valid UTF-8 (lone surrogate)") from None
+    if not name or any(ord(c) < 32 or 127 <= ord(c) < 160 for c in name):
+        raise InputError(rel, f"tensor name {name[:80]!r} is empty or holds control characters")
+
+
+def _entry(rel: str, name, spec, data_len: int) -> Entry:
+    check_name(name, rel)
     shown = name if len(name) <= 80 else name[:77] + "..."
     if not isinstance(spec, dict):
         raise InputError(rel, f"tensor {shown!r}: header entry is not an object")
     dtype = spec.get("dtype")
-    if dtype not in SAFETENSORS:
+    if not isinstance(dtype, str) or dtype not in SAFETENSORS:
         raise InputError(rel, f"tensor {shown!r}: unknown dtype {str(dtype)[:20]!r}")
     shape = spec.get("shape")
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):

@@ -19,7 +19,7 @@ def _fmt_params(n: int) -> str:
 def render(data: dict, color: bool = False, width: int = 100, **kw) -> str:
     buf = io.StringIO()
     con = Console(file=buf, force_terminal=color, color_system="standard" if color else None,
-                  width=width, highlight=False, soft_wrap=False)
+                  width=width, highlight=False, soft_wrap=not color)  # no hard wraps in logs and files
     t, s = data["target"], data["summary"]
     arch = t.get("architecture") or t.get("model_type") or "unknown architecture"
     con.print(f"initcheck {data['tool']['version']}  {escape(str(t['path']))}  "

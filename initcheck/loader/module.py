@@ -1,0 +1,150 @@
+"""An in-memory ``torch.nn.Module`` as a scan: the model the training script is about to train.
+
+Read-only: parameters are read through ``detach()`` (copied to the CPU when they live on a
+GPU), nothing is called on the module, and its training mode is restored on the way out.
+"""
+
+from .. import tensors as T
+from ..dtypes import is_float, torch_to_numpy
+from ..errors import InputError
+from ..scan import Scan
+from ..stats import compute
+
+FILE = "<module>"
+
+# class-name suffix -> task (the probe builds its loss from the task)
+_TASKS = (
+    ("ForSequenceClassification", "sequence-classification"),
+    ("ForTokenClassification", "token-classification"),
+    ("ForQuestionAnswering", "question-answering"),
+    ("ForMultipleChoice", "multiple-choice"),
+    ("ForCausalLM", "causal-lm"),
+    ("LMHeadModel", "causal-lm"),
+    ("ForMaskedLM", "masked-lm"),
+    ("ForConditionalGeneration", "seq2seq-lm"),
+    ("ForSeq2SeqLM", "seq2seq-lm"),
+)
+
+
+def guess_task(module) -> str | None:
+    """The task of a transformers task model, from its class name; None for anything else."""
+    name = type(module).__name__
+    for suffix, task in _TASKS:
+        if name.endswith(suffix):
+            return task
+    return None
+
+
+def scan_module(module, pack, settings) -> Scan:
+    """Build a Scan from ``module.named_parameters()`` plus its float buffers.
+
+    Args:
+        module: the model (any ``torch.nn.Module``; transformers models give their config).
+        pack: the resolved rule pack (its ``[scan]`` options drive the statistics).
+        settings: ``Settings``; ``task``, ``heads`` and ``base`` label what is new.
+
+    Raises:
+        InputError: a parameter is not materialised (meta device).
+    """
+    was_training = module.training
+    try:
+        tensors = _tensors(module)
+        records, arrays = [], {}
+        for name, t, is_buffer in tensors:
+            raw, dtype = torch_to_numpy(t)
+            rec = T.make_record(name, tuple(t.shape), dtype, FILE)
+            if is_buffer:
+                rec.role = T.BUFFER
+            records.append(rec)
+            arrays[name] = raw
+        owner, config = _config(module)
+        scan = Scan(path=f"<{type(module).__name__}>", records=records, config=config)
+        scan.facts["task_model"] = {"module": module, "task": settings.task or guess_task(module)}
+        if owner:
+            scan.facts["config_from"] = owner
+        _label_origins(scan, module, settings, arrays)
+        for rec in records:
+            rec.stats = compute(rec, arrays[rec.name], pack.scan)
+        return scan
+    finally:
+        module.train(was_training)
+
+
+def _tensors(module) -> list:
+    out = []
+    for name, p in module.named_parameters():
+        _materialised(name, p)
+        out.append((name, p, False))
+    for name, b in module.named_buffers():
+        if b is not None and b.is_floating_point():
+            _materialised(name, b)
+            out.append((name, b, True))
+    return out
+
+
+def _materialised(name, t):
+    if t.device.type == "meta":
+        raise InputError(FILE, f"{name} is on the meta device (not materialised): load the weights before checking")
+
+
+def _config(module):
+    """``(submodule name, config dict)`` from the module or its first transformers submodule."""
+    for name, m in module.named_modules():
+        cfg = getattr(m, "config", None)
+        if cfg is not None and hasattr(cfg, "to_dict"):
+            try:
+                return name, cfg.to_dict()
+            except Exception:  # noqa: BLE001 - an odd config must not stop the check
+                return name, None
+    return None, None
+
+
+def _label_origins(scan, module, settings, arrays):
+    """Mark parameters outside the pretrained submodule as new, then apply --head / --base labels."""
+    pretrained = _pretrained_prefix(module)
+    if pretrained:
+        for rec in scan.records:
+            if rec.role != T.BUFFER and not rec.name.startswith(pretrained + "."):
+                rec.origin = T.NEW
+                rec.origin_detail = f"outside the pretrained submodule {pretrained!r}"
+    from .. import origins
+
+    apply = getattr(origins, "apply_user_labels", None)
+    if apply is not None:
+        apply(scan, settings, lambda rec: arrays[rec.name])
+    else:
+        _fallback_labels(scan, settings)
+
+
+def _pretrained_prefix(module) -> str | None:
+    """For a custom wrapper (``nn.Module`` holding a transformers model plus a head), the wrapped model's name."""
+    try:
+        from transformers import PreTrainedModel
+    except ImportError:
+        return None
+    if isinstance(module, PreTrainedModel):
+        return None
+    for name, m in module.named_modules():
+        if name and isinstance(m, PreTrainedModel):
+            return name
+    return None
+
+
+def _fallback_labels(scan, settings):
+    """--head globs and a --base name diff, until ``origins.apply_user_labels`` exists."""
+    from fnmatch import fnmatchcase
+
+    for rec in scan.records:
+        if rec.role != T.BUFFER and any(fnmatchcase(rec.name, g) for g in settings.heads):
+            rec.origin, rec.origin_detail = T.NEW, "matches --head"
+    if not settings.base:
+        return
+    from . import open_checkpoint
+
+    names = {e.name for e in open_checkpoint(settings.base).entries}
+    for rec in scan.records:
+        if rec.role == T.BUFFER or not is_float(rec.dtype) or rec.origin != T.PRETRAINED:
+            continue
+        short = rec.name.split(".", 1)[1] if "." in rec.name else rec.name
+        if rec.name not in names and short not in names:
+            rec.origin, rec.origin_detail = T.NEW, "not in --base"

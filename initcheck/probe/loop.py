@@ -1,0 +1,111 @@
+"""The probe's training loop: AdamW on one fixed batch, with or without instrumentation.
+
+``Recorder`` measures per step: the loss (before that step's update), every parameter's gradient
+norm, which parameters never got a gradient, and the update-to-weight ratio. It only measures;
+the rules in ``initcheck/rules/probe.py`` judge.
+"""
+
+import math
+
+import torch
+
+
+def loss_of(out):
+    """The scalar loss from a model output: ``out.loss``, ``out["loss"]`` or a scalar tensor."""
+    if isinstance(out, torch.Tensor):
+        return out if out.dim() == 0 else None
+    loss = getattr(out, "loss", None)
+    if loss is None and isinstance(out, dict):
+        loss = out.get("loss")
+    return loss
+
+
+class Recorder:
+    """Per-step measurements for the trainable ``params`` (a name -> Parameter dict)."""
+
+    def __init__(self, params: dict):
+        self.names = list(params)
+        self.params = list(params.values())
+        self.losses = []
+        self.grad_norms = []      # per step: tensor[P] (NaN where the gradient was None)
+        self.update_norms = []    # per step: (||dW|| tensor[P], ||W|| tensor[P])
+        self.live = torch.zeros(len(self.params), dtype=torch.bool)
+        self.nonfinite = None     # {"step", "module", "what"}
+        self._prev = None
+
+    def on_loss(self, step: int, loss: float) -> bool:
+        self.losses.append(loss)
+        return math.isfinite(loss)
+
+    def on_backward(self, step: int) -> bool:
+        """Gradient norms of this step; False when a gradient is not finite."""
+        idx = [i for i, p in enumerate(self.params) if p.grad is not None]
+        norms = torch.full((len(self.params),), float("nan"))
+        if idx:
+            got = torch.stack(torch._foreach_norm([self.params[i].grad for i in idx])).float().cpu()
+            norms[idx] = got
+        self.grad_norms.append(norms)
+        self.live |= norms > 0  # NaN compares False: a None gradient is not life
+        bad = [i for i in idx if not math.isfinite(norms[i])]
+        if bad:
+            # backward runs output-to-input: the last parameter (in forward order) with a bad
+            # gradient is the closest to where it first appeared
+            name = self.names[bad[-1]]
+            self.nonfinite = {"step": step, "module": name.rsplit(".", 1)[0], "what": "gradient"}
+            return False
+        return True
+
+    def before_update(self, step: int):
+        with torch.no_grad():
+            self._prev = torch._foreach_mul([p.detach() for p in self.params], 1.0)
+
+    def after_update(self, step: int):
+        with torch.no_grad():
+            cur = [p.detach() for p in self.params]
+            torch._foreach_sub_(self._prev, cur)
+            dn = torch.stack(torch._foreach_norm(self._prev)).float().cpu()
+            wn = torch.stack(torch._foreach_norm(cur)).float().cpu()
+        self._prev = None
+        self.update_norms.append((dn, wn))
+
+
+def train(model, batch: dict, params: dict, steps: int, lr: float, recorder: Recorder | None = None,
+          first_forward=None):
+    """Train ``params`` of ``model`` on the fixed ``batch`` for ``steps`` AdamW steps.
+
+    Args:
+        model: the probe's copy (dropout is off: eval mode, so the batch loss is comparable).
+        batch: keyword inputs with labels, already on the model's device.
+        params: name -> parameter to train.
+        steps, lr: the probe's length and AdamW learning rate.
+        recorder: a ``Recorder``, or None for the bare loop (the benchmark's reference).
+        first_forward: a context manager factory wrapped around step 0's forward (activations).
+
+    Returns:
+        list of float: the loss of each step before its update (stops at a non-finite one).
+    """
+    opt = torch.optim.AdamW(list(params.values()), lr=lr)
+    losses = []
+    for step in range(steps):
+        if step == 0 and first_forward is not None:
+            with first_forward():
+                out = model(**batch)
+        else:
+            out = model(**batch)
+        loss = loss_of(out)
+        if loss is None:
+            raise ValueError("the model returned no loss for the probe batch (are labels accepted?)")
+        value = float(loss.detach())
+        losses.append(value)
+        if recorder is not None and not recorder.on_loss(step, value):
+            break
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if recorder is not None:
+            if not recorder.on_backward(step):
+                break
+            recorder.before_update(step)
+        opt.step()
+        if recorder is not None:
+            recorder.after_update(step)
+    return losses

@@ -1,0 +1,146 @@
+"""The probe's own copy of the task model, and whether it fits in memory before we build it.
+
+The user's model is never touched: an in-memory module is deep-copied, a folder is loaded
+again with ``from_pretrained(local_files_only=True)``, which never writes to the folder.
+"""
+
+import contextlib
+import copy
+
+import torch
+
+# bytes per parameter while training in fp32 with AdamW
+WEIGHT_BYTES = 4
+TRAIN_BYTES = 4 + 8 + 4   # gradient, AdamW exp_avg + exp_avg_sq, the pre-step copy for update ratios
+
+
+def available_bytes(device: str) -> int | None:
+    """Free memory where the probe will run: MemAvailable on CPU, free CUDA memory on a GPU."""
+    if device.startswith("cuda"):
+        free, _total = torch.cuda.mem_get_info(torch.device(device))
+        return int(free)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def activation_bytes(config: dict, batch_size: int, seq_len: int, choices: int = 1) -> int:
+    """Activations kept for backward, from the config (Korthikanti et al. 2022, fp32).
+
+    Per transformer layer about ``s*b*h*(34 + 5*a*s/h)`` bytes in 16-bit, doubled for fp32,
+    plus logits, their softmax and gradient for an LM head (``3*b*s*V`` floats).
+    """
+    h = config.get("hidden_size") or config.get("n_embd") or config.get("d_model") or 0
+    layers = config.get("num_hidden_layers") or config.get("n_layer") or config.get("num_layers") or 0
+    heads = config.get("num_attention_heads") or config.get("n_head") or 1
+    vocab = config.get("vocab_size") or 0
+    b, s = batch_size * choices, seq_len
+    per_layer = s * b * h * (34 + 5 * heads * s / max(h, 1)) * 2
+    return int(per_layer * layers + 3 * b * s * vocab * 4)
+
+
+def estimate_bytes(n_params: int, n_trainable: int, config: dict, batch_size: int, seq_len: int,
+                   copies: int = 1) -> int:
+    """Memory the probe needs: ``copies`` of the weights, training state, activations.
+
+    Args:
+        n_params: parameters of the task model.
+        n_trainable: those that train (all, or the heads with ``--train heads``).
+        config: the model's config dict (for activations); {} when unknown.
+        batch_size, seq_len: the probe batch.
+        copies: 2 when an in-memory model is deep-copied next to the user's.
+
+    Returns:
+        int: bytes.
+
+    Example:
+        >>> estimate_bytes(110_000_000, 110_000_000, {}, 8, 32) / 2**30  # doctest: +ELLIPSIS
+        2.04...
+    """
+    return int(n_params * WEIGHT_BYTES * copies + n_trainable * TRAIN_BYTES
+               + activation_bytes(config, batch_size, seq_len))
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """Silence transformers' load warnings and progress bars for the probe's own load."""
+    import transformers.utils.logging as tl
+
+    level = tl.get_verbosity()
+    bars = tl.is_progress_bar_enabled()
+    tl.set_verbosity_error()
+    tl.disable_progress_bar()
+    try:
+        yield
+    finally:
+        tl.set_verbosity(level)
+        if bars:
+            tl.enable_progress_bar()
+
+
+def build(recipe: dict, seed: int):
+    """Build the probe's copy of the task model from ``scan.facts["task_model"]``.
+
+    Args:
+        recipe: ``{"module": nn.Module}``, or ``{"path", "model_class", "num_labels",
+            "trust_remote_code"}``.
+        seed: seeds the init of any weights ``from_pretrained`` creates (new heads).
+
+    Returns:
+        torch.nn.Module: a fresh fp32 copy in train-ready state.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if recipe.get("module") is not None:
+            model = copy.deepcopy(recipe["module"])
+        else:
+            import transformers
+
+            cls = getattr(transformers, recipe["model_class"], None)
+            if cls is None:
+                raise ValueError(f"transformers has no class {recipe['model_class']!r}")
+            kw = {"local_files_only": True, "trust_remote_code": bool(recipe.get("trust_remote_code")),
+                  "dtype": torch.float32}
+            if recipe.get("num_labels"):
+                kw["num_labels"] = int(recipe["num_labels"])
+                kw["ignore_mismatched_sizes"] = True
+            with quiet_transformers():
+                model = cls.from_pretrained(str(recipe["path"]), **kw)
+    return model.float()
+
+
+def backbone_prefix(model) -> str | None:
+    """The backbone's attribute name (``"bert"``, ``"transformer"``, ``"model"``), if any."""
+    prefix = getattr(model, "base_model_prefix", None)
+    return prefix if prefix and hasattr(model, prefix) else None
+
+
+def head_modules(model, new_names) -> list:
+    """Module names of the task heads: those holding ``new`` tensors, else the top-level
+    children outside the backbone (``classifier``, ``lm_head``, ``qa_outputs``)."""
+    mods = {n.rsplit(".", 1)[0] for n in new_names if "." in n}
+    if not mods:
+        prefix = backbone_prefix(model)
+        mods = {n for n, m in model.named_children() if n != prefix and any(True for _ in m.parameters())}
+    names = {n for n, _ in model.named_modules()}
+    return sorted(m for m in mods if m in names)
+
+
+def in_heads(name: str, heads) -> bool:
+    return any(name == h or name.startswith(h + ".") for h in heads)
+
+
+def last_blocks(model, n: int = 2) -> list:
+    """Names of the last ``n`` blocks of the longest repeated stack (a ModuleList)."""
+    best, best_len = None, 1
+    for name, mod in model.named_modules():
+        if isinstance(mod, torch.nn.ModuleList) and len(mod) > best_len:
+            best, best_len = name, len(mod)
+    if best is None:
+        return []
+    return [f"{best}.{i}" for i in range(best_len - n, best_len)]

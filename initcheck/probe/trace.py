@@ -1,0 +1,90 @@
+"""Shaping the probe's measurements into the JSON trace: layer groups, dead-module groups, strict floats."""
+
+import math
+import re
+
+_BLOCK = re.compile(r"\.(\d+)\.")
+
+
+def layer_of(name: str, backbone: str | None) -> str:
+    """The layer group a parameter belongs to, for per-layer gradient norms and update ratios.
+
+    Blocks of a repeated stack keep their index (``bert.encoder.layer.3``); other backbone
+    parameters group by their first two path components (``bert.embeddings``); anything outside
+    the backbone groups by its top-level module (``classifier``, ``lm_head``).
+
+    Args:
+        name: parameter name, e.g. ``"bert.encoder.layer.3.attention.self.query.weight"``.
+        backbone: the model's ``base_model_prefix`` (``"bert"``), or None.
+
+    Returns:
+        str: the group name.
+
+    Example:
+        >>> layer_of("classifier.dense.weight", "roberta")
+        'classifier'
+    """
+    for m in _BLOCK.finditer(name):
+        if "." in name[m.end():]:
+            return name[: m.end() - 1]
+    parts = name.split(".")[:-1] or [name]
+    if backbone and parts[0] == backbone and len(parts) >= 2:
+        return ".".join(parts[:2])
+    return parts[0]
+
+
+def dead_groups(dead: list, trainable: dict) -> list:
+    """Group dead parameters into the largest modules whose every trainable parameter is dead.
+
+    Args:
+        dead: names of parameters whose gradient was zero or None at every step.
+        trainable: name -> numel of every trainable parameter.
+
+    Returns:
+        list of dict: ``{"module", "params", "numel", "names"}``, in parameter order; a module
+        that is wholly dead is one entry (``"roberta"``), a partly dead one is split further.
+
+    Example:
+        >>> dead_groups(["h.a.w", "h.a.b"], {"h.a.w": 4, "h.a.b": 2, "h.b.w": 4})
+        [{'module': 'h.a', 'params': 2, 'numel': 6, 'names': ['h.a.w', 'h.a.b']}]
+    """
+    dead_set = set(dead)
+    groups, done = [], set()
+    for name in trainable:
+        if name not in dead_set or name in done:
+            continue
+        parts = name.split(".")
+        module = name
+        for i in range(1, len(parts)):  # the shortest prefix whose whole subtree is dead
+            prefix = ".".join(parts[:i])
+            members = [n for n in trainable if n.startswith(prefix + ".")]
+            if all(n in dead_set for n in members):
+                module = prefix
+                break
+        names = [name] if module == name else [n for n in trainable if n.startswith(module + ".")]
+        done.update(names)
+        groups.append({"module": module, "params": len(names), "numel": sum(trainable[n] for n in names),
+                       "names": names})
+    return groups
+
+
+def clean(x):
+    """A copy of ``x`` that strict JSON accepts: NaN and infinities become "nan", "inf", "-inf"."""
+    if isinstance(x, float):
+        if math.isnan(x):
+            return "nan"
+        if math.isinf(x):
+            return "inf" if x > 0 else "-inf"
+        return x
+    if isinstance(x, dict):
+        return {k: clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [clean(v) for v in x]
+    return x
+
+
+def number(x):
+    """A trace value back as a float ("nan"/"inf" strings included); None stays None."""
+    if x is None:
+        return None
+    return float(x)

@@ -1,0 +1,116 @@
+"""What the HTML and Markdown reports share: the template environment and plain formatting.
+
+Formatting only (sizes, counts, grouping findings by rule); no statistics are computed here.
+"""
+
+import json
+import re
+from functools import lru_cache
+
+import jinja2
+from markupsafe import Markup, escape
+
+from ..resources import data_dir
+
+SEVERITIES = ("error", "warning", "info")
+RANK = {"info": 1, "warning": 2, "error": 3, "never": 99}
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]{}~#!])")
+
+
+def human_bytes(n) -> str:
+    n = float(n or 0)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def human_count(n) -> str:
+    n = int(n or 0)
+    for unit, div in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= div:
+            return f"{n / div:.1f}{unit}"
+    return str(n)
+
+
+def num(x) -> str:
+    """A measured value as text: floats to 4 significant digits, everything else as is."""
+    if x is None or isinstance(x, jinja2.Undefined):
+        return "–"
+    if isinstance(x, bool):
+        return str(x).lower()
+    if isinstance(x, float):
+        return f"{x:.4g}"
+    if isinstance(x, (list, dict)):
+        return json.dumps(x, default=str)
+    return str(x)
+
+
+def md(text) -> Markup:
+    """Escape text from the checkpoint for Markdown (GitHub): HTML entities, table pipes, and
+    backslash before every character Markdown would interpret; newlines become spaces."""
+    s = str(text if text is not None else "")
+    s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+    s = _MD_SPECIAL.sub(r"\\\1", s).replace("|", "&#124;")
+    return Markup(" ".join(s.split()))
+
+
+def code_spans(text) -> Markup:
+    """Trusted rule documentation: escape it, then show `backticks` as <code> and keep paragraphs."""
+    s = str(escape(text or ""))
+    s = re.sub(r"`([^`]+)`", r"<code>\1</code>", s)
+    paras = [p.strip() for p in re.split(r"\n\s*\n", s) if p.strip()]
+    return Markup("".join(f"<p>{p}</p>" for p in paras))
+
+
+def first_paragraph(text) -> str:
+    return (text or "").split("\n\n")[0].replace("\n", " ").strip()
+
+
+@lru_cache(maxsize=None)
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(data_dir("templates"))), autoescape=True,
+                             trim_blocks=True, lstrip_blocks=True, undefined=jinja2.ChainableUndefined)
+    env.filters.update(bytes=human_bytes, count=human_count, num=num, md=md, code_spans=code_spans,
+                       first_paragraph=first_paragraph)
+    return env
+
+
+def active(f: dict) -> bool:
+    return not f.get("suppressed") and not f.get("baselined")
+
+
+def finding_groups(data: dict, limit: int | None = None) -> list:
+    """Findings grouped by rule, most severe first; each group carries its rule's documentation.
+
+    Returns:
+        list of dict: ``{"rule", "severity", "active", "quiet", "more"}`` where ``rule`` is the
+        rule row of ``data["rules"]`` (or a stub), ``active`` the counted findings and ``quiet``
+        the suppressed or baselined ones; ``more`` counts findings left out past ``limit``.
+    """
+    rules = {r["id"]: r for r in data.get("rules") or []}
+    groups = {}
+    for f in data.get("findings") or []:
+        g = groups.setdefault(f["rule"], {"rule": rules.get(f["rule"]) or {"id": f["rule"], "name": f["name"]},
+                                          "severity": f["severity"], "active": [], "quiet": [], "more": 0})
+        if RANK[f["severity"]] > RANK[g["severity"]]:
+            g["severity"] = f["severity"]
+        (g["active"] if active(f) else g["quiet"]).append(f)
+    out = sorted(groups.values(), key=lambda g: (not g["active"], -RANK[g["severity"]], g["rule"]["id"]))
+    for g in out:
+        g["active"].sort(key=lambda f: (-RANK[f["severity"]], f.get("param") or ""))
+        if limit is not None and len(g["active"]) > limit:
+            g["more"] = len(g["active"]) - limit
+            g["active"] = g["active"][:limit]
+    return out
+
+
+def flagged(data: dict) -> dict:
+    """Tensor name -> severity of its worst active finding."""
+    out = {}
+    for f in data.get("findings") or []:
+        p = f.get("param")
+        if p and active(f) and RANK[f["severity"]] > RANK.get(out.get(p), 0):
+            out[p] = f["severity"]
+    return out

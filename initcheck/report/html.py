@@ -1,0 +1,35 @@
+"""HTML audit report: one self-contained file (inline CSS and SVG plots, no script, no network).
+
+The page reads top-down for an auditor: verdict and the worst findings first, then what was
+checked (checkpoint identity with SHA-256 of every file), what is new, the findings with why
+they matter and how to fix them, per-layer plots, the probe run, and the rules and thresholds.
+Everything from the checkpoint is escaped by jinja2's autoescape; a Content-Security-Policy
+meta tag forbids scripts and every network load as a second line of defence.
+"""
+
+from markupsafe import Markup
+
+from . import _view
+from . import plots
+
+_MAX_ROWS_PER_RULE = 200   # findings shown per rule; the JSON report has them all
+
+
+def render(data: dict, **kw) -> str:
+    flagged = _view.flagged(data)
+    probe = data.get("probe") or None
+    figures = {"layers": plots.per_layer(data.get("tensors") or [], flagged)}
+    if probe and probe.get("status", "ran") == "ran":
+        figures["loss"] = plots.loss_curve(probe)
+        figures["grad"] = plots.grad_heatmap(probe)
+    figures = {k: Markup(v) for k, v in figures.items() if v}
+    s = data["summary"]
+    groups = _view.finding_groups(data, limit=_MAX_ROWS_PER_RULE)
+    top = [f for g in groups for f in g["active"]][:3]
+    flagged_rows = [t for t in plots.weight_rows(data.get("tensors") or []) if t["name"] in flagged]
+    files = data["target"].get("files") or []
+    return _view.environment().get_template("report.html.j2").render(
+        d=data, s=s, t=data["target"], groups=groups, top=top, figures=figures, probe=probe,
+        flagged=flagged, flagged_rows=flagged_rows, weights=len(plots.weight_rows(data.get("tensors") or [])),
+        total_bytes=sum(f.get("size") or 0 for f in files), hashed=any(f.get("sha256") for f in files),
+        severities=_view.SEVERITIES, dtype_total=sum((data["target"].get("dtypes") or {}).values()) or 1)
