@@ -72,7 +72,8 @@ def scan_path(path, pack, settings: Settings):
     with _progress(settings.progress, total_bytes=sum(f.size for f in ckpt.files),
                    total_tensors=len(ckpt.entries)) as advance:
         scan_mod.compute_stats(scan.records[: len(ckpt.entries)], arrays, pack.scan, advance)
-    origins.finish(scan, settings, pack.scan)
+    # the task model is built when named (--task), or from config.json's architectures when a probe may run
+    origins.finish(scan, settings, pack.scan, auto_task=_probe_enabled(settings, pack))
     if settings.hashes:
         _hash_files(scan, ckpt)
     return scan
@@ -96,12 +97,13 @@ def _is_module(target) -> bool:
     return torch is not None and isinstance(target, torch.nn.Module)
 
 
+def _probe_enabled(settings: Settings, pack=None) -> bool:
+    """Not switched off by --no-probe or by the pack (e.g. ``ci``)."""
+    return not (settings.probe is False or (settings.probe is None and pack is not None and pack.probe is False))
+
+
 def _probe_wanted(settings: Settings, scan, pack=None) -> bool:
-    if settings.probe is False or (settings.probe is None and pack is not None and pack.probe is False):
-        return False
-    try:
-        import initcheck.probe  # noqa: F401
-    except ImportError:
+    if not _probe_enabled(settings, pack):
         return False
     return settings.probe is True or scan.facts.get("task_model") is not None
 

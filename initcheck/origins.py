@@ -63,9 +63,12 @@ def apply_user_labels(scan, settings, array_of):
             rec.origin, rec.origin_detail = T.NEW, "--head"
 
 
-def finish(scan, settings, options):
-    """After the scan: build the task model, read its load report, add its new parameters."""
-    recipe = task_recipe(scan, settings)
+def finish(scan, settings, options, auto_task=True):
+    """After the scan: build the task model, read its load report, add its new parameters.
+
+    ``auto_task``: also build it from config.json's ``architectures`` (without ``--task``).
+    """
+    recipe = task_recipe(scan, settings, auto_task)
     if recipe is None:
         return
     scan.facts["task_model"] = recipe
@@ -150,7 +153,7 @@ def _change(name, a, a_dtype, b, b_dtype) -> dict:
 
 # --- task model --------------------------------------------------------------------------------
 
-def task_recipe(scan, settings) -> dict | None:
+def task_recipe(scan, settings, auto_task=True) -> dict | None:
     """How to build the task model: from --task, or from config.json's architectures."""
     cfg = scan.config or {}
     ckpt = scan.checkpoint
@@ -163,6 +166,8 @@ def task_recipe(scan, settings) -> dict | None:
     task, model_class = settings.task, None
     if task:
         model_class = TASK_AUTO[task][0]
+    elif not auto_task:
+        return None
     else:
         arch = cfg.get("architectures")
         arch = arch[0] if isinstance(arch, list) and arch and isinstance(arch[0], str) else None
@@ -178,7 +183,7 @@ def task_recipe(scan, settings) -> dict | None:
         if task is None:
             return None
     return {"path": str(ckpt.path), "task": task, "model_class": model_class, "num_labels": settings.num_labels,
-            "trust_remote_code": bool(settings.trust_remote_code)}
+            "trust_remote_code": bool(settings.trust_remote_code), "seed": settings.seed}
 
 
 @contextlib.contextmanager
@@ -213,7 +218,11 @@ def build_task_model(recipe: dict):
     if recipe.get("num_labels"):
         kw["num_labels"] = recipe["num_labels"]
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    with _quiet_transformers():
+    import torch
+
+    # new heads are drawn from the global RNG: seed a private copy so the report is reproducible
+    with _quiet_transformers(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(recipe.get("seed", 0))
         try:
             return cls.from_pretrained(recipe["path"], **kw)
         except (OSError, ValueError, KeyError, RuntimeError, TypeError) as e:

@@ -49,7 +49,7 @@ def load_pack(spec: str | None = None) -> Pack:
 
     registry = load_all()
     default_path = builtin_packs()["default"]
-    base = _read(default_path)
+    base = read_toml(default_path)
     pack = Pack(name="default")
     _apply(pack, base, str(default_path), registry, defaults=None)
     defaults = copy.deepcopy(pack)
@@ -61,7 +61,7 @@ def load_pack(spec: str | None = None) -> Pack:
         if path in seen:
             raise InputError(path, "rule pack extends itself (cycle)")
         seen.add(path)
-        data = _read(path)
+        data = read_toml(path)
         chain.append((path, data))
         ext = data.get("pack", {}).get("extends")
         path = _resolve(ext, path) if ext and ext != "default" else None
@@ -90,14 +90,15 @@ def _resolve(spec: str, relative_to) -> Path:
     return p.resolve()
 
 
-def _read(path) -> dict:
+def read_toml(path, what: str = "rule pack") -> dict:
+    """Parse a TOML file; any failure is a one-line InputError naming the file."""
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
         raise InputError(path, f"invalid TOML: {e}") from None
     except OSError as e:
-        raise InputError(path, f"cannot read rule pack: {e.strerror}") from None
+        raise InputError(path, f"cannot read {what}: {e.strerror}") from None
 
 
 def _type_ok(value, default) -> bool:

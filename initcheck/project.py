@@ -42,12 +42,12 @@ asked for on the command line each time.
 
 import json
 import os
-import tomllib
 from dataclasses import fields
 from pathlib import Path
 
 from .config import TASKS, Settings
 from .errors import InputError
+from .packs import read_toml
 
 # key -> (Settings field, accepted types, relative path?)
 _STR, _INT, _FLOAT, _BOOL, _LIST = (str,), (int,), (int, float), (bool,), (list,)
@@ -87,7 +87,7 @@ def find_project_config(start=None) -> Path | None:
         if own.is_file():
             return own
         py = d / "pyproject.toml"
-        if py.is_file() and "initcheck" in _read(py).get("tool", {}):
+        if py.is_file() and "initcheck" in read_toml(py, "config").get("tool", {}):
             return py
     return None
 
@@ -112,23 +112,13 @@ def load_project_settings(config_file=None) -> Settings:
 
 def section(path: Path):
     """The initcheck table of ``path`` and how it is named in messages."""
-    data = _read(path)
+    data = read_toml(path, "config")
     if path.name == "pyproject.toml" or "tool" in data:
         table = data.get("tool", {}).get("initcheck")
         if table is None:
             raise InputError(path, "has no [tool.initcheck] table")
         return table, "tool.initcheck"
     return data, ""
-
-
-def _read(path: Path) -> dict:
-    try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except tomllib.TOMLDecodeError as e:
-        raise InputError(path, f"invalid TOML: {e}") from None
-    except OSError as e:
-        raise InputError(path, f"cannot read config: {e.strerror}") from None
 
 
 def _key(where: str, key: str) -> str:

@@ -59,7 +59,8 @@ def find_duplicate_rows(rows_raw: np.ndarray, dtype: str, cosine: float, subset:
     if subset is None:
         subset = rows_raw if cols is None else rows_raw[:, cols]
     sub = np.asarray(to_float32(subset, dtype), dtype=np.float32)
-    proj = sub @ planes
+    with np.errstate(over="ignore", invalid="ignore"):   # rows near float32's limit: hashed all the same
+        proj = sub @ planes
     # a row with NaN/Inf in the subset projects to NaN/Inf, a row that is zero there projects
     # to exact zeros: both are rare, and only those rows are looked at element by element
     odd = np.flatnonzero(~np.isfinite(proj).all(axis=1) | ~proj.any(axis=1))

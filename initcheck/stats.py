@@ -9,14 +9,16 @@ that each thread reuses, so a multi-GB checkpoint costs a few times what reading
 
 - bf16 decodes with one integer op per pair of values (a uint32 view holds two bf16s: shift the
   low one up, mask the high one); the chunk's values end up out of order, which sums do not mind;
-- NaN and Inf need no sweep of their own: min and max propagate NaN and show +-Inf, and only a
-  chunk where they do is decoded again in order and counted value by value;
+- NaN and Inf need no sweep of their own: min and max propagate NaN and show +-Inf (for bf16,
+  min, max, zeros and the finite check come from integer sweeps over the raw 16-bit patterns), and
+  only a chunk with a non-finite value is decoded again in order and counted value by value;
 - sum and sum of squares are BLAS dot products, accumulated across chunks in float64, around a
   shift (the first chunk's mean) only where the mean is large against the spread;
 - the column subset that duplicate-row hashing needs is gathered while the chunk is in cache.
 """
 
 import math
+import struct
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ from .rowdups import find_duplicate_rows, subset_columns
 CHUNK_ELEMENTS = 1 << 18      # 256K values a chunk: raw + decoded (1.5 MB) stay in L2/L3
 KEEP_VALUES_UP_TO = 1 << 16   # tensors this small keep a float32 copy for cross-tensor rules
 _LITTLE = sys.byteorder == "little"
+_F32_SAFE = 1e15              # |x| above this: sum(x^2) over a chunk could overflow float32
 
 
 @dataclass
@@ -86,11 +89,13 @@ def compute(rec: T.TensorRecord, raw: np.ndarray, options: dict) -> TensorStats:
         return st
     rows = raw.reshape(raw.shape[0], -1) if raw.ndim >= 2 else raw.reshape(1, -1)
     n_rows, n_cols = rows.shape
-    keep_rows = rec.role == T.EMBEDDING and raw.ndim == 2
+    # row norms: embeddings, and any matrix that grew rows (an untied lm_head after resizing)
+    keep_rows = raw.ndim == 2 and (rec.role == T.EMBEDDING or rec.new_rows_from is not None)
     want_dups = rec.role in (T.LINEAR, T.CONV) and raw.ndim >= 2 and n_rows >= 2 and n_cols >= 2
-    # gather the hashed column subset on the way, unless rows are the stored columns (Conv1D)
-    cols = subset_columns(n_cols) if want_dups and not (rec.transposed and raw.ndim == 2) else None
-    cols = cols if cols is not None and n_cols <= CHUNK_ELEMENTS else None
+    # gather the hashed column subset while each chunk is in cache, unless units are the stored
+    # columns (Conv1D) or rows span several chunks: then rowdups gathers it itself
+    gather = want_dups and not (rec.transposed and raw.ndim == 2) and n_cols <= CHUNK_ELEMENTS
+    cols = subset_columns(n_cols) if gather else None
     sub = np.empty((n_rows, len(cols)), raw.dtype) if cols is not None else None
     flat = raw.reshape(-1)
     acc = _Moments(st, raw.shape)
@@ -106,24 +111,25 @@ def compute(rec: T.TensorRecord, raw: np.ndarray, options: dict) -> TensorStats:
         clean = acc.add(chunk, rec.dtype, s, natural=keep_rows and r0 is not None)
         if keep_rows and r0 is not None:
             x = clean.reshape(r1 - r0, n_cols)
-            norms.append(np.linalg.norm(x, axis=1))
+            with np.errstate(over="ignore"):  # rows near float32's limit have an infinite norm
+                norms.append(np.linalg.norm(x, axis=1))
             means.append(x.mean(axis=1))
         if sub is not None and r0 is not None:
-            np.take(rows[r0:r1], cols, axis=1, out=sub[r0:r1])
+            np.take(rows[r0:r1], cols, axis=1, out=sub[r0:r1], mode="clip")  # clip: unbuffered
     acc.finish()
     if keep_rows:
         if norms:
             st.row_norms, st.row_means = np.concatenate(norms), np.concatenate(means)
         else:
             x = _zero_nonfinite(to_float32(rows, rec.dtype))
-            st.row_norms, st.row_means = np.linalg.norm(x, axis=1), x.mean(axis=1)
+            with np.errstate(over="ignore"):
+                st.row_norms, st.row_means = np.linalg.norm(x, axis=1), x.mean(axis=1)
     if raw.size <= KEEP_VALUES_UP_TO:
         st.values = to_float32(raw, rec.dtype).astype(np.float32).reshape(raw.shape)
     if want_dups and not st.constant and not st.all_zero:
         units = rows.T if rec.transposed and raw.ndim == 2 else rows
         st.dup_groups, st.dup_exact_rows, st.dup_near_rows = find_duplicate_rows(
-            units, rec.dtype, options["near_duplicate_cosine"],
-            subset=sub)
+            units, rec.dtype, options["near_duplicate_cosine"], subset=sub)
     return st
 
 
@@ -143,12 +149,20 @@ class _Moments:
         ``natural`` (otherwise in whatever order the decoder left them).
         """
         st = self.st
-        x = _decode(chunk, dtype, natural)
-        mn, mx = x.min(), x.max()          # NaN propagates, +-Inf shows: the finite check is free
-        if math.isfinite(mn) and math.isfinite(mx):
-            st.finite += x.size
-            self._moments(x, float(mn), float(mx))
-            return x
+        if dtype == "bfloat16":
+            fast = _bf16_extremes(chunk)
+            if fast is not None:
+                x = _decode(chunk, dtype, natural)
+                st.finite += x.size
+                self._moments(x, *fast)
+                return x
+        else:
+            x = _decode(chunk, dtype, natural)
+            mn, mx = x.min(), x.max()          # NaN propagates, +-Inf shows: the finite check is free
+            if math.isfinite(mn) and math.isfinite(mx):
+                st.finite += x.size
+                self._moments(x, float(mn), float(mx))
+                return x
         if dtype == "bfloat16":
             x = to_float32(chunk, dtype)     # in storage order, for the first index
         fin = np.isfinite(x)
@@ -165,12 +179,16 @@ class _Moments:
             self._moments(xf, float(xf.min()), float(xf.max()))
         return np.where(fin, x, 0).astype(x.dtype)
 
-    def _moments(self, x: np.ndarray, mn: float, mx: float):
+    def _moments(self, x: np.ndarray, mn: float, mx: float, zeros: int | None = None):
         buf = _buffers()
         n = x.size
         self.mn, self.mx = min(self.mn, mn), max(self.mx, mx)
-        if mn <= 0 <= mx:
+        if zeros is not None:
+            self.st.zeros += zeros
+        elif mn <= 0 <= mx:
             self.st.zeros += int(np.count_nonzero(np.equal(x, 0, out=buf.mask(n))))
+        if max(-mn, mx, abs(self.shift or 0.0)) > _F32_SAFE:   # float32 dots could overflow: float64
+            x = x.astype(np.float64)
         ones = buf.ones(n, x.dtype)
         if self.shift is None:
             # shift by the first chunk's mean only when the mean is large against the spread:
@@ -192,6 +210,39 @@ class _Moments:
             st.std = float(np.sqrt(max(self.s2 / st.finite - m * m, 0.0)))
             st.min, st.max = self.mn, self.mx
             st.absmax = max(abs(self.mn), abs(self.mx))
+
+
+def _bf16_extremes(raw: np.ndarray):
+    """``(min, max, zeros)`` of a chunk of bf16 bit patterns when all are finite, else None.
+
+    Read off the 16-bit integers, at half the bytes of the decoded floats. bf16 is sign and
+    magnitude: among values with the sign bit clear, larger bits mean a larger value, and they are
+    the int16 view's non-negative numbers; among values with the sign bit set, larger bits mean a
+    more negative value, and they are the uint16 view's numbers >= 0x8000. Exponent all ones
+    (0x7F80.. and 0xFF80..) is Inf or NaN.
+    """
+    signed = raw.view(np.int16)
+    top_pos, top = int(signed.max()), int(raw.max())
+    if top_pos >= 0x7F80 or top >= 0xFF80:
+        return None
+    low = None
+    if top_pos >= 0:
+        mx = _bf16_value(top_pos)
+    else:                            # every value negative: the largest is the smallest magnitude
+        low = int(raw.min())
+        mx = _bf16_value(low)
+    if top >= 0x8000:
+        mn = _bf16_value(top)
+    else:                            # every value non-negative: the smallest has the smallest bits
+        mn = _bf16_value(low if low is not None else int(raw.min()))
+    zeros = raw.size - int(np.count_nonzero(raw))          # +0.0 is 0x0000
+    if int(signed.min()) == -0x8000:                       # -0.0 is 0x8000, the int16 minimum
+        zeros += int(np.count_nonzero(raw == 0x8000))
+    return mn, mx, zeros
+
+
+def _bf16_value(bits: int) -> float:
+    return struct.unpack("<f", struct.pack("<I", bits << 16))[0]
 
 
 def _decode(chunk: np.ndarray, dtype: str, natural: bool) -> np.ndarray:

@@ -4,6 +4,7 @@ Roles are read from the parameter name, shape and dtype, following the naming co
 PyTorch and transformers. Rules pick their expectations by role and origin, never by raw name.
 """
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -59,10 +60,7 @@ class TensorRecord:
 
     @property
     def numel(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
     @property
     def module(self) -> str:

@@ -108,3 +108,15 @@ def test_bad_input_is_one_line_exit_2(tmp_path):
         assert len(lines) == 1 and "Traceback" not in p.stderr, (name, p.stderr)
         assert lines[0].startswith("initcheck: error:") and words in lines[0], (name, lines)
         assert p.stdout == ""
+
+
+def test_static_scan_imports_neither_torch_nor_transformers(make_model):
+    """The static path stays light: importing torch alone costs more than scanning 100 MB."""
+    import subprocess
+    import sys
+
+    folder = make_model("BertForSequenceClassification", bert_config(num_labels=2))
+    code = ("import sys; from initcheck.api import check; r = check(%r, probe=False); "
+            "print(r.passed, 'torch' in sys.modules, 'transformers' in sys.modules)") % str(folder)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["True", "False", "False"], out.stderr

@@ -58,9 +58,14 @@ def test_missing_pooler_only_is_a_warning(cli, make_model):
 
 def test_architectures_in_config_names_the_task_model(cli, make_model):
     folder = make_model("BertForTokenClassification", bert_config(num_labels=5))
-    code, data = run(cli, folder)
+    r = cli(folder, "--format", "json", "--probe-steps", "3")
+    data = json.loads(r.stdout)
     assert data["load_report"]["model_class"] == "BertForTokenClassification"
-    assert data["load_report"]["missing"] == [] and code == 0
+    assert data["load_report"]["missing"] == [] and r.exit_code == 0
+    assert data["probe"]["task"] == "token-classification"
+    # --no-probe keeps to the files: no task model unless --task names one
+    code, data = run(cli, folder)
+    assert data["load_report"] is None and code == 0
 
 
 def test_pretraining_head_dropped_is_info_not_warning(cli, make_model):
@@ -160,3 +165,23 @@ def test_mean_resized_rows_are_not_flagged(cli, bert_base, tmp_path):
     code, data = run(cli, _resized(bert_base, tmp_path, "mean"), "--base", bert_base)
     assert data["new"]["resized"][0]["from_row"] == 200
     assert [f for f in data["findings"] if f["severity"] in ("error", "warning")] == []
+
+
+def test_untied_lm_head_rows_are_judged_too(cli, make_model, tmp_path):
+    from transformers import LlamaForCausalLM
+
+    from conftest import llama_config
+
+    base = make_model("LlamaForCausalLM", llama_config(tie_word_embeddings=False), name="llama-base")
+    for how in ("mean", "normal"):
+        torch.manual_seed(3)
+        model = LlamaForCausalLM.from_pretrained(base)
+        model.resize_token_embeddings(230, mean_resizing=(how == "mean"))
+        if how == "normal":
+            with torch.no_grad():
+                model.lm_head.weight[200:].normal_(0, 1.0)
+        model.save_pretrained(tmp_path / how)
+        code, data = run(cli, tmp_path / how, "--base", base)
+        assert {r["name"] for r in data["new"]["resized"]} == {"model.embed_tokens.weight", "lm_head.weight"}
+        flagged = {f["param"] for f in data["findings"] if f["severity"] in ("error", "warning")}
+        assert flagged == (set() if how == "mean" else {"lm_head.weight"}), (how, data["findings"])

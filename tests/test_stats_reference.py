@@ -284,3 +284,33 @@ def test_fast_bf16_decode_is_a_permutation_of_the_values(n, offset):
     key = lambda a: np.sort(a.view(np.uint32))
     assert np.array_equal(key(fast), key(plain))
     assert np.array_equal(S._decode(bits, "bfloat16", natural=True).view(np.uint32), plain.view(np.uint32))
+
+
+@pytest.mark.parametrize("chunk_size", [S.CHUNK_ELEMENTS, 4096, 7])
+def test_bf16_integer_extremes_on_every_bit_pattern(chunk_size, monkeypatch):
+    """min / max / zeros / NaN / Inf read off raw bf16 bits, against torch, over all 65536 patterns
+    in shuffled chunks, and on one-signed chunks (all positive, all negative, zeros of both signs)."""
+    monkeypatch.setattr(S, "CHUNK_ELEMENTS", chunk_size)
+    rng = np.random.default_rng(0)
+    every = rng.permutation(np.arange(1 << 16, dtype=np.uint16))
+    finite = every[(every & 0x7F80) != 0x7F80]
+    cases = [every, finite, finite[finite < 0x8000], finite[finite >= 0x8000], np.array([0x8000, 0x8000, 0x0001], np.uint16),
+             np.array([0x8000, 0x0000, 0x8000], np.uint16), np.array([0x8001, 0x8005], np.uint16), np.array([0x3F80] * 5, np.uint16)]
+    rec = T.make_record("layers.0.norm.weight", (1,), "bfloat16", "f")
+    opts = {"near_duplicate_cosine": COSINE}
+    for bits in cases:
+        rec.shape = bits.shape
+        _same(S.compute(rec, bits, opts), reference_compute(rec, bits, opts), f"{bits[:3]}")
+
+
+def test_huge_values_do_not_overflow_the_sums(monkeypatch):
+    """float32 values near their maximum: sums of squares go to float64, not to Inf/NaN."""
+    monkeypatch.setattr(S, "CHUNK_ELEMENTS", 64)
+    x = np.random.default_rng(0).standard_normal(1000).astype(np.float32) * 3e37
+    x[:64] = 1e36 + x[:64] * 1e-3                    # a first chunk with a huge mean: huge shift
+    rec = T.make_record("layers.0.mlp.up_proj.weight", (10, 100), "float32", "f")
+    raw = x.reshape(10, 100)
+    opts = {"near_duplicate_cosine": COSINE}
+    fast, ref = S.compute(rec, raw, opts), reference_compute(rec, raw, opts)
+    assert np.isfinite(fast.mean) and np.isfinite(fast.std)
+    assert fast.mean == pytest.approx(ref.mean, rel=1e-5) and fast.std == pytest.approx(ref.std, rel=1e-5)

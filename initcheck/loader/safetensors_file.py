@@ -6,6 +6,7 @@ and so that the scan needs neither torch nor a copy of the data.
 """
 
 import json
+import math
 import mmap
 import os
 import struct
@@ -35,10 +36,7 @@ class Entry:
 
     @property
     def numel(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
 
 class SafetensorsFile:

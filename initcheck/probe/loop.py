@@ -9,6 +9,10 @@ import math
 
 import torch
 
+# the update-to-weight ratio reads every weight three times (copy, difference, norms): ~0.5 s a
+# step at 110M parameters on 2 cores, so it is sampled on steps 0, 5, 10, ... (a mean all the same)
+UPDATE_EVERY = 5
+
 
 def loss_of(out):
     """The scalar loss from a model output: ``out.loss``, ``out["loss"]`` or a scalar tensor."""
@@ -28,7 +32,8 @@ class Recorder:
         self.params = list(params.values())
         self.losses = []
         self.grad_norms = []      # per step: tensor[P] (NaN where the gradient was None)
-        self.update_norms = []    # per step: (||dW|| tensor[P], ||W|| tensor[P])
+        self.update_norms = []    # per sampled step: (||dW|| tensor[P], ||W|| tensor[P])
+        self.update_steps = []
         self.live = torch.zeros(len(self.params), dtype=torch.bool)
         self.nonfinite = None     # {"step", "module", "what"}
         self._prev = None
@@ -56,16 +61,23 @@ class Recorder:
         return True
 
     def before_update(self, step: int):
+        if step % UPDATE_EVERY:
+            return
         with torch.no_grad():
-            self._prev = torch._foreach_mul([p.detach() for p in self.params], 1.0)
+            cur = [p.detach() for p in self.params]
+            if self._prev is None:  # one buffer for the whole run: no 4-bytes-per-parameter allocation per step
+                self._prev = [torch.empty_like(p) for p in cur]
+            torch._foreach_copy_(self._prev, cur)
 
     def after_update(self, step: int):
+        if step % UPDATE_EVERY:
+            return
+        self.update_steps.append(step)
         with torch.no_grad():
             cur = [p.detach() for p in self.params]
             torch._foreach_sub_(self._prev, cur)
             dn = torch.stack(torch._foreach_norm(self._prev)).float().cpu()
             wn = torch.stack(torch._foreach_norm(cur)).float().cpu()
-        self._prev = None
         self.update_norms.append((dn, wn))
 
 

@@ -1,0 +1,243 @@
+"""The probe run itself (imports torch; ``initcheck.probe`` loads this lazily)."""
+
+import contextlib
+import math
+import os
+import time
+
+import torch
+
+from .. import tensors as T
+from . import batches, hooks, loop, model as M, trace as TR
+from .spikes import spike_steps
+
+# rule ids whose pack options the measurement itself needs
+SKIPPED, SPIKE, ACTIVATIONS = "IC300", "IC303", "IC306"
+# below this many parameters the ops are too small to split across threads: one CPU thread
+# avoids OpenMP barrier stalls (10 ms per tiny matmul on a busy 2-core machine instead of 0.1 ms)
+SINGLE_THREAD_PARAMS = 5_000_000
+
+
+def run_probe(scan, settings, pack=None) -> dict:
+    """Run the probe and store its trace in ``scan.probe``.
+
+    Args:
+        scan: the ``Scan``; ``scan.facts["task_model"]`` is the recipe (``module`` or
+            ``path`` + ``model_class`` + ``num_labels`` + ``task`` + ``trust_remote_code``).
+        settings: ``Settings`` (probe_steps, lr, batch_size, seq_len, seed, device, train, data, batch).
+        pack: the resolved rule pack; loaded from ``settings`` when None.
+
+    Returns:
+        dict: the trace (also set as ``scan.probe``); ``status`` is "ran" or "skipped".
+
+    Raises:
+        InputError: a ``--data`` file that is missing or malformed.
+
+    Example:
+        >>> scan.facts["task_model"] = {"module": model, "task": "sequence-classification"}
+        >>> run_probe(scan, Settings(probe_steps=5))["loss"]
+        [1.0986, 1.0971, ...]
+    """
+    pack = pack or _pack(settings)
+    started = time.perf_counter()
+    recipe = scan.facts.get("task_model") or {}
+    task = recipe.get("task") or settings.task
+    tr = _empty_trace(settings, task, recipe)
+    scan.probe = tr
+    if not recipe or not task:
+        return _skip(tr, "the task model is unknown: pass --task (and --num-labels) or check a model "
+                         "whose config names a task class, e.g. BertForSequenceClassification")
+    device = settings.device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        return _skip(tr, f"--device {device} asked for, but this torch ({torch.__version__}) sees no CUDA "
+                         "device; run on a GPU machine or use --device cpu")
+    need, avail = _memory(scan, recipe, settings)
+    fraction = pack.rules[SKIPPED]["memory_fraction"]
+    if avail is not None and need > avail * fraction:
+        how = "run it on a GPU with --device cuda"
+        if settings.train == "all":
+            how += ", train the heads only with --train heads"
+        return _skip(tr, f"the probe needs about {need / 2**30:.1f} GiB (weights, gradients, AdamW state, "
+                         f"activations) but {avail / 2**30:.1f} GiB is available on {device} "
+                         f"(limit {fraction:.0%}); {how}, or lower --batch-size/--seq-len")
+    try:
+        model = M.build(recipe, settings.seed)
+    except Exception as e:  # the load problem itself is the load rules' business
+        return _skip(tr, f"could not build the task model: {type(e).__name__}: {e}".splitlines()[0])
+    model.to(device)
+    model.eval()  # dropout off: the loss on the fixed batch must be comparable step to step
+    tr["model_class"] = type(model).__name__
+    _give_pad(model, task)
+    new_names = [r.name for r in scan.records if r.origin == T.NEW]
+    heads = M.head_modules(model, new_names)
+    params = {n: p for n, p in model.named_parameters()
+              if settings.train == "all" or M.in_heads(n, heads)}
+    for n, p in model.named_parameters():
+        p.requires_grad_(n in params)
+    if not params:
+        return _skip(tr, f"no trainable parameters with --train {settings.train} (heads found: {heads or 'none'})")
+    batch = _batch(model, task, settings, recipe)
+    batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    classes = batches.num_classes(model, task, batch)
+    tr["num_classes"] = classes
+    tr["head_modules"] = heads
+    tr["head_origin"] = _head_origin(model, scan, heads, new_names)
+    if task in batches.CLASSIFY or tr["head_origin"] == "new":
+        tr["expected_initial_loss"] = batches.expected_loss(model, task, classes)
+
+    act = pack.rules[ACTIVATIONS]
+    watched = heads + [b for b in M.last_blocks(model) if not M.in_heads(b, heads)]
+    watch = hooks.ActivationWatch(model, watched, heads, act["saturation"], act["dead_input"])
+    rec = loop.Recorder(params)
+    threads = torch.get_num_threads()
+    if device == "cpu" and (sum(p.numel() for p in model.parameters()) < SINGLE_THREAD_PARAMS or _busy()):
+        torch.set_num_threads(1)
+    with torch.random.fork_rng(devices=[]), torch.enable_grad(), _restore_threads(threads):
+        torch.manual_seed(settings.seed)
+        try:
+            losses = loop.train(model, batch, params, settings.probe_steps, settings.lr, rec, lambda: watch)
+        except (RuntimeError, ValueError, TypeError) as e:
+            return _skip(tr, f"the model's forward/backward failed on the probe batch: {type(e).__name__}: {e}".splitlines()[0])
+    if losses and not math.isfinite(losses[-1]):
+        module = hooks.first_nonfinite_module(model, batch)
+        rec.nonfinite = {"step": len(losses) - 1, "module": module or "loss",
+                         "what": "activation" if module else "loss"}
+    _fill(tr, model, rec, losses, watch, pack)
+    tr["status"] = "ran"
+    tr["seconds"] = round(time.perf_counter() - started, 3)
+    scan.probe = TR.clean(tr)
+    return scan.probe
+
+
+def _busy() -> bool:
+    """Every core already has a runnable process: more OpenMP threads would only wait at barriers."""
+    try:
+        return os.getloadavg()[0] >= (os.cpu_count() or 1)
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _restore_threads(n):
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def _pack(settings):
+    from ..packs import apply_overrides, load_pack
+
+    pack = load_pack(settings.rules)
+    if settings.overrides:
+        apply_overrides(pack, settings.overrides, settings.config_file or "overrides")
+    return pack
+
+
+def _empty_trace(settings, task, recipe) -> dict:
+    module = recipe.get("module")
+    return {
+        "status": "skipped", "reason": None, "task": task,
+        "model_class": type(module).__name__ if module is not None else recipe.get("model_class"),
+        "device": settings.device, "train": settings.train,
+        "data": str(settings.data) if settings.data else ("batch" if settings.batch is not None else "synthetic"),
+        "steps": settings.probe_steps, "lr": settings.lr, "batch_size": settings.batch_size,
+        "seq_len": settings.seq_len, "seed": settings.seed, "seconds": 0.0,
+        "num_classes": None, "expected_initial_loss": None, "loss": [], "spikes": [],
+        "grad_norm": {"layers": [], "values": []}, "dead_params": [], "dead_modules": [],
+        "activations": {}, "update_ratio": {}, "first_nonfinite": None,
+        "head_modules": [], "head_origin": None, "trainable_params": 0,
+    }
+
+
+def _skip(tr, reason: str) -> dict:
+    tr["status"], tr["reason"] = "skipped", reason
+    return tr
+
+
+def _memory(scan, recipe, settings):
+    """(bytes needed, bytes available), estimated before anything is allocated."""
+    module = recipe.get("module")
+    if module is not None:
+        n = sum(p.numel() for p in module.parameters())
+        cfg = getattr(module, "config", None)
+        config = cfg.to_dict() if hasattr(cfg, "to_dict") else {}
+        copies = 2
+    else:
+        n = scan.parameters
+        config = scan.config or {}
+        copies = 1
+    new = sum(r.numel for r in scan.records if r.origin == T.NEW)
+    trainable = n if settings.train == "all" or not new else new
+    choices = batches.CHOICES if (recipe.get("task") or settings.task) == "multiple-choice" else 1
+    need = M.estimate_bytes(n, trainable, config, settings.batch_size * choices, settings.seq_len, copies)
+    return need, M.available_bytes(settings.device)
+
+
+def _give_pad(model, task):
+    """Sequence classifiers that pool the last token need a pad id to find it (GPT-2 has none)."""
+    cfg = model.config
+    if task == "sequence-classification" and getattr(cfg, "pad_token_id", 0) is None:
+        eos = cfg.eos_token_id[0] if isinstance(cfg.eos_token_id, list) else cfg.eos_token_id
+        cfg.pad_token_id = eos if isinstance(eos, int) and eos < batches.vocab_size(model) else 0
+
+
+def _batch(model, task, settings, recipe) -> dict:
+    if settings.batch is not None:
+        return dict(settings.batch)
+    tokenizer = batches.load_tokenizer(recipe.get("path"))
+    if settings.data:
+        return batches.from_jsonl(settings.data, model, task, settings.batch_size, settings.seq_len, tokenizer)
+    return batches.synthetic(model, task, settings.batch_size, settings.seq_len, settings.seed, tokenizer)
+
+
+def _head_origin(model, scan, heads, new_names) -> str:
+    """"new" when the head's own parameters are new (origin label, or absent from the
+    checkpoint so that the model's code initialised them), "loaded" otherwise."""
+    own = [n for n, _ in model.named_parameters() if M.in_heads(n, heads)]
+    if not own:  # tied to the input embedding (GPT-2's lm_head): pretrained
+        return "loaded"
+    if set(own) & set(new_names):
+        return "new"
+    return "loaded" if all(n in scan.by_name for n in own) else "new"
+
+
+def _fill(tr, model, rec, losses, watch, pack):
+    backbone = M.backbone_prefix(model)
+    layers = []
+    index = []
+    for n in rec.names:
+        layer = TR.layer_of(n, backbone)
+        if layer not in layers:
+            layers.append(layer)
+        index.append(layers.index(layer))
+    index = torch.tensor(index)
+    values = []
+    for norms in rec.grad_norms:
+        sq = torch.zeros(len(layers)).index_add_(0, index, torch.nan_to_num(norms, nan=0.0) ** 2)
+        values.append([float(x) for x in sq.sqrt()])
+    ratios = {}
+    if rec.update_norms:
+        acc = torch.zeros(len(layers))
+        for dn, wn in rec.update_norms:
+            d = torch.zeros(len(layers)).index_add_(0, index, dn ** 2).sqrt()
+            w = torch.zeros(len(layers)).index_add_(0, index, wn ** 2).sqrt()
+            acc += d / w
+        acc /= len(rec.update_norms)
+        ratios = {layer: (float(acc[i]) if math.isfinite(acc[i]) else None) for i, layer in enumerate(layers)}
+    trainable = {n: p.numel() for n, p in zip(rec.names, rec.params)}
+    dead = [n for n, live in zip(rec.names, rec.live.tolist()) if not live] if rec.grad_norms else []
+    spike = pack.rules[SPIKE]
+    tr.update({
+        "loss": losses,
+        "spikes": spike_steps(losses, spike["window"], spike["warmup"], spike["atol"], spike["warn_factor"]),
+        "grad_norm": {"layers": layers, "values": values},
+        "dead_params": dead,
+        "dead_modules": [{k: g[k] for k in ("module", "params", "numel")} for g in TR.dead_groups(dead, trainable)],
+        "activations": watch.stats,
+        "update_ratio": ratios,
+        "update_ratio_steps": rec.update_steps,
+        "first_nonfinite": rec.nonfinite,
+        "trainable_params": sum(trainable.values()),
+        "steps_run": len(losses),
+    })
