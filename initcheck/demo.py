@@ -15,7 +15,9 @@ def build_demo_checkpoint(folder) -> Path:
     """Write a tiny RobertaForSequenceClassification with an all-zero head into ``folder``."""
     import torch
     from transformers import RobertaConfig, RobertaForSequenceClassification
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # no "Writing model shards" bar in the demo's output
     torch.manual_seed(0)
     config = RobertaConfig(vocab_size=1000, hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
                            intermediate_size=128, max_position_embeddings=130, num_labels=3)
