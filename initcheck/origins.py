@@ -44,9 +44,8 @@ def assign(scan, settings):
     if ckpt is not None and ckpt.adapter_config is not None:
         label_adapter(scan.records, ckpt.adapter_config)
         scan.facts["adapter_config"] = ckpt.adapter_config
-        base = ckpt.adapter_config.get("base_model_name_or_path")
-        if isinstance(base, str) and base and not settings.base and (ckpt.root / base).resolve().is_dir():
-            scan.facts["adapter_base"] = str((ckpt.root / base).resolve())
+        adapter_base(scan, settings)
+        return
     if ckpt is not None:
         entries = {e.name: e for e in ckpt.entries}
         apply_user_labels(scan, settings, lambda rec: ckpt.array(entries[rec.name]))
@@ -82,6 +81,29 @@ def label_adapter(records, adapter_config):
             rec.origin, rec.origin_detail = T.ADAPTER, f"adapter ({adapter_config.get('peft_type', 'LORA')})"
         else:
             rec.origin, rec.origin_detail = T.NEW, "adapter modules_to_save"
+
+
+def adapter_base(scan, settings):
+    """Read the headers of the adapter's base model, to check what the adapters target (IC210).
+
+    The base is ``--base``, or ``base_model_name_or_path`` when that is a folder inside the
+    adapter folder: initcheck never reads outside the folder it was given unless told to.
+    """
+    from .loader import open_checkpoint
+
+    ckpt = scan.checkpoint
+    named = ckpt.adapter_config.get("base_model_name_or_path")
+    path = settings.base
+    if path is None and isinstance(named, str) and named:
+        inside = (ckpt.root / named).resolve()
+        root = ckpt.root.resolve()
+        if inside.is_dir() and (inside == root or root in inside.parents):
+            path = inside
+        else:
+            scan.facts["adapter_base_unread"] = named
+    if path is not None:
+        base = open_checkpoint(path)
+        scan.facts["adapter_base"] = {"path": str(path), "shapes": {e.name: list(e.shape) for e in base.entries}}
 
 
 # --- base diff -------------------------------------------------------------------------------

@@ -75,3 +75,43 @@ def test_nonzero_b_is_info_not_a_failure(cli, adapter):
     code, data = run(cli, edit_tensors(adapter, train_b, "adapter_model.safetensors"))
     found = [f for f in data["findings"] if f["rule"] == "IC209"]
     assert code == 0 and len(found) == 3 and {f["severity"] for f in found} == {"info"}
+
+
+def _ic210(data):
+    return [f for f in data["findings"] if f["rule"] == "IC210"]
+
+
+def test_adapter_is_checked_against_its_base(cli, adapter, make_model):
+    base = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+    # the base lies outside the adapter folder: not read unless --base says so
+    code, data = run(cli, adapter)
+    [f] = _ic210(data)
+    assert f["severity"] == "info" and "outside the folder" in f["message"]
+    r = cli(adapter, "--format", "json", "--no-probe", "--base", base)
+    assert r.exit_code == 0 and _ic210(json.loads(r.stdout)) == []
+    # a base of another width: every adapter is mis-shaped
+    other = make_model("BertModel", bert_config(hidden_size=48, intermediate_size=96), name="wider")
+    r = cli(adapter, "--format", "json", "--no-probe", "--base", other)
+    found = _ic210(json.loads(r.stdout))
+    assert r.exit_code == 1 and len(found) == 7 and {f["severity"] for f in found} == {"error"}  # 3 layers x (query, value) + embeddings
+    assert all("do not fit the base weight" in f["message"] for f in found)
+
+
+def test_base_inside_the_adapter_folder_is_used_and_renamed_modules_are_caught(cli, adapter, tmp_path):
+    import shutil
+
+    base = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+    shutil.copytree(base, adapter / "base")
+    cfg = json.loads((adapter / "adapter_config.json").read_text())
+    cfg["base_model_name_or_path"] = "base"
+    (adapter / "adapter_config.json").write_text(json.dumps(cfg))
+    code, data = run(cli, adapter)
+    assert code == 0 and _ic210(data) == []
+
+    def rename(sd):
+        for k in [k for k in sd if "layer.2.attention.self.query" in k]:
+            sd[k.replace("self.query", "self.q_proj")] = sd.pop(k)
+
+    code, data = run(cli, edit_tensors(adapter, rename, "adapter_model.safetensors"))
+    found = _ic210(data)
+    assert code == 1 and len(found) == 1 and "q_proj" in found[0]["param"] and "does not have" in found[0]["message"]

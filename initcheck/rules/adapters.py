@@ -121,3 +121,58 @@ def lora_b_nonzero(ctx):
         if st is not None and not st.all_zero and st.finite:
             yield ctx.finding(zero_side.name, f"{'A' if emb else 'B'} is non-zero (std {st.std:.4g}): the adapter already changes the model at step 0",
                               value=st.std, expected=0.0)
+
+
+def _base_key(adapter_name: str, shapes: dict):
+    """The base weight an adapter tensor belongs to: ``base_model.model.X.lora_A.weight`` -> ``X.weight``."""
+    module = adapter_name.split(".lora_", 1)[0]
+    module = module[len("base_model.model."):] if module.startswith("base_model.model.") else module
+    candidates = [module + ".weight"]
+    if "." in module:  # a task model's adapter on a bare base checkpoint: "bert.encoder..." vs "encoder..."
+        candidates.append(module.split(".", 1)[1] + ".weight")
+    return next((c for c in candidates if c in shapes), None)
+
+
+@rule("IC210", "adapter-target-mismatch", "error", scope="model")
+def adapter_target_mismatch(ctx):
+    """An adapter that targets a module its base model does not have, or has with another shape.
+
+    ## What it does
+    With the adapter's base model known (`--base`, or `base_model_name_or_path` when it is a
+    folder inside the adapter folder), matches every LoRA pair with the base weight it adapts
+    and compares shapes: A's input size and B's output size must fit the base weight. When the
+    base lies outside the folder and no `--base` was given, says so (info) instead of reading it.
+
+    ## Why is this bad?
+    PEFT loads an adapter by module name. A renamed or resized base means the adapter is silently
+    skipped or fails at the first forward pass, after the job has been scheduled.
+
+    ## Example
+    An adapter trained on a 32-layer base, loaded onto a checkpoint whose layers are named
+    `transformer.h.*`.
+
+    ## Use instead
+    Load the adapter onto the base it was trained on; set `base_model_name_or_path` to it.
+    """
+    base = ctx.scan.facts.get("adapter_base")
+    unread = ctx.scan.facts.get("adapter_base_unread")
+    if base is None:
+        if unread and any(True for _ in lora_pairs(ctx.scan.records)):
+            yield ctx.finding(None, f"adapter targets not checked: the base {unread!r} is outside the folder (pass --base to check it)",
+                              severity="info")
+        return
+    shapes = base["shapes"]
+    for a, b, emb in lora_pairs(ctx.scan.records):
+        if len(a.shape) != 2 or len(b.shape) != 2:
+            continue
+        key = _base_key(a.name, shapes)
+        if key is None:
+            yield ctx.finding(a.name, f"targets {a.name.split('.lora_', 1)[0]}, which the base {base['path']} does not have",
+                              value="missing", expected="a module of the base")
+            continue
+        w = shapes[key]
+        # linear: W [out, in], A [r, in], B [out, r]; embedding: W [vocab, dim], A [r, vocab], B [dim, r]
+        want_in, want_out = (w[0], w[1]) if emb else (w[1], w[0]) if len(w) == 2 else (None, None)
+        if want_in is not None and (a.shape[1] != want_in or b.shape[0] != want_out):
+            yield ctx.finding(a.name, f"A {list(a.shape)} and B {list(b.shape)} do not fit the base weight {key} {w}",
+                              value=str([a.shape[1], b.shape[0]]), expected=str([want_in, want_out]))
