@@ -7,7 +7,7 @@ from . import scan as scan_mod
 from .config import Settings, settings_from
 from .engine import check_selectors, run_rules, select_rules
 from .loader import open_checkpoint
-from .packs import apply_overrides, load_pack
+from .packs import pack_for
 from .result import Report
 
 
@@ -35,9 +35,7 @@ def check(target, **options) -> Report:
 
 
 def run(target, settings: Settings) -> Report:
-    pack = load_pack(settings.rules)
-    if settings.overrides:
-        apply_overrides(pack, settings.overrides, settings.config_file or "overrides")
+    pack = pack_for(settings)
     check_selectors(settings.select, "--select")
     check_selectors(settings.ignore, "--ignore")
     rules = select_rules(pack, settings.select, settings.ignore)
@@ -50,7 +48,7 @@ def run(target, settings: Settings) -> Report:
     if _probe_wanted(settings, scan, pack):
         from .probe import run_probe
 
-        run_probe(scan, settings)
+        run_probe(scan, settings, pack)
     findings = run_rules(scan, pack, rules)
     from .policy import apply_policy
 

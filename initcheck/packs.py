@@ -71,6 +71,14 @@ def load_pack(spec: str | None = None) -> Pack:
     return pack
 
 
+def pack_for(settings) -> Pack:
+    """The pack a run uses: ``settings.rules`` with the project config's overrides on top."""
+    pack = load_pack(settings.rules)
+    if settings.overrides:
+        apply_overrides(pack, settings.overrides, settings.config_file or "overrides")
+    return pack
+
+
 def apply_overrides(pack: Pack, data: dict, source: str):
     """Apply a pack-shaped table (e.g. from ``[tool.initcheck]``) on top of ``pack``."""
     from .rules import load_all

@@ -56,11 +56,9 @@ def apply_policy(findings, scan, settings, pack=None, rules=None) -> list:
 
 def _pack_and_rules(settings):
     from .engine import select_rules
-    from .packs import apply_overrides, load_pack
+    from .packs import pack_for
 
-    pack = load_pack(settings.rules)
-    if settings.overrides:
-        apply_overrides(pack, settings.overrides, settings.config_file or "overrides")
+    pack = pack_for(settings)
     return pack, select_rules(pack, settings.select, settings.ignore)
 
 

@@ -224,11 +224,9 @@ def _suppressions(value, path: Path, where: str) -> list:
 def describe(settings: Settings) -> str:
     """The effective settings, pack chain and resolved thresholds, as TOML that reads like a config."""
     from .engine import select_rules
-    from .packs import apply_overrides, load_pack
+    from .packs import pack_for
 
-    pack = load_pack(settings.rules)
-    if settings.overrides:
-        apply_overrides(pack, settings.overrides, settings.config_file or "overrides")
+    pack = pack_for(settings)
     chosen = {r.id for r in select_rules(pack, settings.select, settings.ignore)}
     lines = ["# initcheck: effective settings (project config, then command-line flags)",
              f"# config file: {settings.config_file or 'none (no initcheck.toml or [tool.initcheck] from the current folder upward)'}",

@@ -2,7 +2,6 @@
 
 import contextlib
 import math
-import os
 import time
 
 import torch
@@ -38,7 +37,10 @@ def run_probe(scan, settings, pack=None) -> dict:
         >>> run_probe(scan, Settings(probe_steps=5))["loss"]
         [1.0986, 1.0971, ...]
     """
-    pack = pack or _pack(settings)
+    if pack is None:
+        from ..packs import pack_for
+
+        pack = pack_for(settings)
     started = time.perf_counter()
     recipe = scan.facts.get("task_model") or {}
     task = recipe.get("task") or settings.task
@@ -90,7 +92,9 @@ def run_probe(scan, settings, pack=None) -> dict:
     watch = hooks.ActivationWatch(model, watched, heads, act["saturation"], act["dead_input"])
     rec = loop.Recorder(params)
     threads = torch.get_num_threads()
-    if device == "cpu" and (sum(p.numel() for p in model.parameters()) < SINGLE_THREAD_PARAMS or _busy()):
+    # decided by model size only: the thread count changes float summation order, and the same
+    # input must give the same trace whatever the machine's load
+    if device == "cpu" and sum(p.numel() for p in model.parameters()) < SINGLE_THREAD_PARAMS:
         torch.set_num_threads(1)
     with torch.random.fork_rng(devices=[]), torch.enable_grad(), _restore_threads(threads):
         torch.manual_seed(settings.seed)
@@ -109,29 +113,12 @@ def run_probe(scan, settings, pack=None) -> dict:
     return scan.probe
 
 
-def _busy() -> bool:
-    """Every core already has a runnable process: more OpenMP threads would only wait at barriers."""
-    try:
-        return os.getloadavg()[0] >= (os.cpu_count() or 1)
-    except OSError:
-        return False
-
-
 @contextlib.contextmanager
 def _restore_threads(n):
     try:
         yield
     finally:
         torch.set_num_threads(n)
-
-
-def _pack(settings):
-    from ..packs import apply_overrides, load_pack
-
-    pack = load_pack(settings.rules)
-    if settings.overrides:
-        apply_overrides(pack, settings.overrides, settings.config_file or "overrides")
-    return pack
 
 
 def _empty_trace(settings, task, recipe) -> dict:
