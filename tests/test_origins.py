@@ -185,3 +185,25 @@ def test_untied_lm_head_rows_are_judged_too(cli, make_model, tmp_path):
         assert {r["name"] for r in data["new"]["resized"]} == {"model.embed_tokens.weight", "lm_head.weight"}
         flagged = {f["param"] for f in data["findings"] if f["severity"] in ("error", "warning")}
         assert flagged == (set() if how == "mean" else {"lm_head.weight"}), (how, data["findings"])
+
+
+@pytest.mark.parametrize("cls,config_cls,extra", [
+    ("BertForPreTraining", "BertConfig", {}),
+    ("AlbertForPreTraining", "AlbertConfig", {"embedding_size": 16}),
+    ("ElectraForPreTraining", "ElectraConfig", {"embedding_size": 16}),
+    ("DistilBertForMaskedLM", "DistilBertConfig", {"dim": 32, "n_layers": 2, "n_heads": 4, "hidden_dim": 64}),
+    ("DebertaV2ForMaskedLM", "DebertaV2Config", {}),
+])
+def test_pretraining_checkpoints_load_into_a_classifier_without_warnings(cli, make_model, cls, config_cls, extra):
+    """Dropping a pretraining head is the normal start of a fine-tune: info, never a warning."""
+    import transformers
+
+    base = dict(vocab_size=200, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                intermediate_size=64, max_position_embeddings=64)
+    if config_cls == "DistilBertConfig":
+        base = dict(vocab_size=200, max_position_embeddings=64)
+    folder = make_model(cls, getattr(transformers, config_cls)(**base, **extra))
+    code, data = run(cli, folder, "--task", "sequence-classification", "--num-labels", "2")
+    loud = [(f["rule"], f["message"]) for f in data["findings"] if f["severity"] in ("error", "warning")]
+    assert code == 0 and loud == []
+    assert data["new"]["new"]  # the classifier is new
