@@ -14,7 +14,7 @@ import numpy as np
 
 from .dtypes import to_float32
 
-SUBSET_COLS = 256     # columns hashed; verification always uses the full row
+SUBSET_COLS = 64      # columns hashed; verification always uses the full row
 BANDS = 4             # independent hash tables: more bands, better recall for near duplicates
 BITS = 20             # bits per band: 2^-20 chance that two unrelated rows share a bucket
 MAX_BUCKET = 256      # a bigger bucket is verified against its first row only
