@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import tensors as T
-from .dtypes import to_float32, torch_to_numpy
+from .dtypes import itemsize, to_float32, torch_to_numpy
 from .errors import InputError
 
 TASK_AUTO = {
@@ -34,8 +34,6 @@ TASK_AUTO = {
 # a class name ending like this may name a task model; the auto mapping confirms it
 _TASK_SUFFIXES = ("ForSequenceClassification", "ForTokenClassification", "ForQuestionAnswering",
                   "ForMultipleChoice", "ForCausalLM", "LMHeadModel", "ForMaskedLM", "ForConditionalGeneration")
-# loading the task model needs params x 4 bytes plus slack; refuse above this share of free memory
-_LOAD_MEMORY_SHARE = 0.5
 
 
 def assign(scan, settings):
@@ -263,34 +261,115 @@ def _mem_available() -> int:
 
 
 def load_task_model(scan, recipe, options):
-    """Fill ``scan.load_report``, label new heads and check loaded weights against the disk."""
-    need = 4 * scan.parameters * 2
-    if need > _LOAD_MEMORY_SHARE * _mem_available():
-        scan.load_report = {"status": "skipped", "reason": f"loading {recipe['model_class']} needs ~{need / 2**30:.1f} GiB"}
-        return
-    model, info = build_task_model(recipe)
-    base_prefix = getattr(model, "base_model_prefix", "") or ""
-    missing = sorted(info.get("missing_keys") or [])
-    unexpected = sorted(info.get("unexpected_keys") or [])
-    mismatched = sorted([list(m) if isinstance(m, (tuple, list)) else [m] for m in (info.get("mismatched_keys") or [])])
-    report = {"status": "ran", "model_class": type(model).__name__, "base_model_prefix": base_prefix,
-              "missing": missing, "unexpected": unexpected,
-              "mismatched": [{"name": m[0], "checkpoint": list(m[1]) if len(m) > 1 else None,
-                              "model": list(m[2]) if len(m) > 2 else None} for m in mismatched],
-              "reinitialised": [], "verified": 0}
+    """Fill ``scan.load_report``, label new heads and check loaded weights against the disk.
+
+    When the model fits in memory it is loaded for real: transformers' own load report, and every
+    loaded tensor compared with the disk. Otherwise its skeleton is built on the meta device: keys
+    and shapes give the load report, and only the new modules are materialised to check their init.
+    """
+    ckpt = scan.checkpoint
+    need = sum(e.numel * itemsize(e.dtype) for e in ckpt.entries)
+    share, avail = options["task_model_memory_fraction"], _mem_available()
+    if need <= share * avail:
+        model, info = build_task_model(recipe)
+        report = _load_report(model, info, "ran")
+    else:
+        model = build_skeleton(recipe)
+        report = _load_report(model, _skeleton_info(model, ckpt), "skeleton")
+        report["reason"] = (f"the weights take {need / 2**30:.1f} GiB, over {share:.0%} "
+                            f"of the {avail / 2**30:.1f} GiB available: "
+                            "load report from the model's skeleton (meta device), re-initialisation not checked")
+    prefix = report["base_model_prefix"]
+    fresh = set(report["missing"]) | {m["name"] for m in report["mismatched"]}
+    if report["status"] == "skeleton":
+        _materialise(model, fresh, recipe.get("seed", 0))
     state = model.state_dict()
-    report["backbone_parameters"] = sum(t.numel() for k, t in state.items() if base_prefix and k.startswith(base_prefix + "."))
-    report["missing_parameters"] = sum(state[k].numel() for k in missing if k in state)
-    fresh = set(missing) | {m[0] for m in mismatched}
+    report["backbone_parameters"] = sum(t.numel() for k, t in state.items() if prefix and k.startswith(prefix + "."))
+    report["missing_parameters"] = sum(state[k].numel() for k in report["missing"] if k in state)
+    _add_new_records(scan, model, state, fresh, options)
+    if report["status"] == "ran":
+        _verify_loaded(scan, state, fresh, report)
+    for name in report["unexpected"]:
+        if name in scan.by_name:
+            scan.by_name[name].origin_detail = f"unused by {type(model).__name__}"
+    scan.load_report = report
+
+
+def _load_report(model, info, status) -> dict:
+    mismatched = sorted([list(m) if isinstance(m, (tuple, list)) else [m] for m in (info.get("mismatched_keys") or [])])
+    return {"status": status, "model_class": type(model).__name__,
+            "base_model_prefix": getattr(model, "base_model_prefix", "") or "",
+            "missing": sorted(info.get("missing_keys") or []), "unexpected": sorted(info.get("unexpected_keys") or []),
+            "mismatched": [{"name": m[0], "checkpoint": list(m[1]) if len(m) > 1 else None,
+                            "model": list(m[2]) if len(m) > 2 else None} for m in mismatched],
+            "reinitialised": [], "verified": 0}
+
+
+def build_skeleton(recipe: dict):
+    """The task model on the meta device: every key and shape, no memory for the weights."""
+    import torch
+    import transformers
+
+    cls = getattr(transformers, recipe["model_class"], None)
+    if cls is None:
+        raise InputError(recipe["path"], f"transformers has no class {recipe['model_class']!r}")
+    kw = {"num_labels": recipe["num_labels"]} if recipe.get("num_labels") else {}
+    trc = recipe["trust_remote_code"]
+    with _quiet_transformers():
+        try:
+            config = transformers.AutoConfig.from_pretrained(recipe["path"], local_files_only=True, trust_remote_code=trc, **kw)
+            with torch.device("meta"):
+                if recipe["model_class"].startswith("AutoModel"):
+                    return cls.from_config(config, trust_remote_code=trc)
+                return cls(config)
+        except (OSError, ValueError, KeyError, RuntimeError, TypeError) as e:
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise InputError(recipe["path"], f"cannot build {recipe['model_class']}: {msg[:300]}") from None
+
+
+def _skeleton_info(model, ckpt) -> dict:
+    """Missing / unexpected / mismatched keys from names and shapes, as transformers would match them."""
+    prefix = getattr(model, "base_model_prefix", "") or ""
+    tied = getattr(model, "_tied_weights_keys", None) or {}
+    entries = {e.name: e for e in ckpt.entries}
+    missing, mismatched, used = [], [], set()
+    for key, t in model.state_dict().items():
+        ck = _shift_model_key(key, prefix, entries)
+        e = entries.get(ck)
+        if e is None:
+            if key not in tied:  # a tied weight is the other tensor: never missing on its own
+                missing.append(key)
+        elif tuple(e.shape) != tuple(t.shape):
+            mismatched.append((key, tuple(e.shape), tuple(t.shape)))
+            used.add(ck)
+        else:
+            used.add(ck)
+    return {"missing_keys": missing, "unexpected_keys": [n for n in entries if n not in used], "mismatched_keys": mismatched}
+
+
+def _materialise(model, keys, seed):
+    """Allocate and initialise, with the model's own ``_init_weights``, only the modules owning ``keys``."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for name in sorted({k.rsplit(".", 1)[0] for k in keys}):
+            module = model.get_submodule(name)
+            module.to_empty(device="cpu", recurse=False)
+            model._init_weights(module)
+
+
+def _add_new_records(scan, model, state, fresh, options):
+    """New parameters are checked as the model's own init set them."""
     from . import stats as S
 
-    # new parameters: checked as the model's own init set them
+    prefix = getattr(model, "base_model_prefix", "") or ""
     for key in sorted(fresh):
         t = state.get(key)
-        if t is None:
+        if t is None or t.is_meta:
             continue
         raw, dtype = torch_to_numpy(t)
-        rec = scan.by_name.get(_shift_model_key(key, base_prefix, scan.by_name))
+        rec = scan.by_name.get(_shift_model_key(key, prefix, scan.by_name))
         if rec is None or tuple(rec.shape) != tuple(raw.shape):
             if rec is not None:  # shape mismatch: the checkpoint tensor is discarded (IC203 reports it)
                 scan.records.remove(rec)
@@ -300,13 +379,17 @@ def load_task_model(scan, recipe, options):
         rec.extra["init_by_model"] = True
         rec.stats = S.compute(rec, raw, options)
     scan.reindex()
-    # silent re-initialisation: loaded parameters must equal the bytes on disk
+
+
+def _verify_loaded(scan, state, fresh, report):
+    """Silent re-initialisation: every loaded parameter must equal the bytes on disk."""
     ckpt = scan.checkpoint
+    prefix = report["base_model_prefix"]
     entries = {e.name: e for e in ckpt.entries}
     for key, t in state.items():
         if key in fresh:
             continue
-        ck = _shift_model_key(key, base_prefix, entries)
+        ck = _shift_model_key(key, prefix, entries)
         e = entries.get(ck)
         if e is None or e.numel != t.numel():
             continue
@@ -318,10 +401,6 @@ def load_task_model(scan, recipe, options):
             report["reinitialised"].append(ch)
             if ck in scan.by_name:
                 scan.by_name[ck].extra["reinitialised"] = ch
-    for name in unexpected:
-        if name in scan.by_name:
-            scan.by_name[name].origin_detail = f"unused by {type(model).__name__}"
-    scan.load_report = report
 
 
 def _shift_model_key(key: str, prefix: str, names) -> str:

@@ -207,3 +207,25 @@ def test_pretraining_checkpoints_load_into_a_classifier_without_warnings(cli, ma
     loud = [(f["rule"], f["message"]) for f in data["findings"] if f["severity"] in ("error", "warning")]
     assert code == 0 and loud == []
     assert data["new"]["new"]  # the classifier is new
+
+
+def test_model_too_big_to_load_gets_its_load_report_from_the_skeleton(cli, bert_base, tmp_path):
+    """Above the pack's memory share, keys and shapes come from the meta device; only heads are materialised."""
+    pack = tmp_path / "tight.toml"
+    pack.write_text("[scan]\ntask_model_memory_fraction = 0.0\n")
+    code, data = run(cli, bert_base, "--task", "sequence-classification", "--num-labels", "3", "--rules", pack)
+    rep = data["load_report"]
+    assert rep["status"] == "skeleton" and rep["missing"] == ["classifier.bias", "classifier.weight"] and rep["unexpected"] == []
+    head = next(t for t in data["tensors"] if t["name"] == "classifier.weight")
+    assert head["origin"] == "new" and head["std"] == pytest.approx(0.02, rel=0.35)  # materialised by _init_weights
+    [f] = [f for f in data["findings"] if f["rule"] == "IC204"]
+    assert code == 0 and f["severity"] == "info" and "not checked" in f["message"]
+    # the wrong-prefix backbone is caught the same way
+    sd = load_file(bert_base / "model.safetensors")
+    bad = tmp_path / "wrong-prefix"
+    bad.mkdir()
+    save_file({"backbone." + k: v for k, v in sd.items()}, bad / "model.safetensors", metadata={"format": "pt"})
+    (bad / "config.json").write_text((bert_base / "config.json").read_text())
+    code, data = run(cli, bad, "--task", "sequence-classification", "--num-labels", "3", "--rules", pack)
+    [f] = [f for f in data["findings"] if f["rule"] == "IC201"]
+    assert code == 1 and data["load_report"]["status"] == "skeleton" and "'backbone.'" in f["message"]

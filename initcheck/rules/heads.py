@@ -10,8 +10,9 @@ from . import rule
 
 
 def _report(ctx):
+    """The task model's load report: from a real load ("ran") or from its skeleton on the meta device."""
     rep = ctx.scan.load_report
-    return rep if rep and rep.get("status") == "ran" else None
+    return rep if rep and rep.get("status") in ("ran", "skeleton") else None
 
 
 def _prefix_hint(missing, unexpected, prefix) -> str:
@@ -156,8 +157,14 @@ def silent_reinit(ctx):
     ## Use instead
     Only initialise modules that are new; use `_init_weights` and `post_init()` as
     transformers intends, and re-run initcheck.
+
+    When the weights take more than `task_model_memory_fraction` (rule pack, `[scan]`) of the
+    available memory, the model is not loaded and this check reports, as info, that it did not run.
     """
     rep = _report(ctx)
+    if rep and rep["status"] == "skeleton":
+        yield ctx.finding(None, f"not checked: {rep['reason']}", severity="info")
+        return
     for ch in (rep or {}).get("reinitialised", []):
         yield ctx.finding(ch["name"], f"loaded from the checkpoint but differs from it (mean |diff| {ch['mean_abs_diff']:.4g}, "
                                       f"max {ch['max_abs_diff']:.4g}): re-initialised after loading",
