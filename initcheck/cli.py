@@ -151,7 +151,7 @@ def _width() -> int:
               help="Where to write the demo's report (HTML, or JSON if the name ends in .json).")
 @click.option("--keep", type=click.Path(file_okay=False), default=None, help="Keep the demo checkpoint in this folder.")
 def demo(output, keep):
-    """Build a tiny real BERT with a zero-initialised two-layer head, check it, write the report.
+    """Build a tiny real RoBERTa classifier with a zero-initialised two-layer head, check it, write the report.
 
     Exits 0 when initcheck caught the planted defects, 1 if it missed them.
     """
