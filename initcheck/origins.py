@@ -11,13 +11,11 @@ Four sources of truth, strongest last:
   silent re-initialisation.
 """
 
-import contextlib
-import os
 from fnmatch import fnmatchcase
-from pathlib import Path
 
 import numpy as np
 
+from . import hf
 from . import tensors as T
 from .dtypes import itemsize, to_float32, torch_to_numpy
 from .errors import InputError
@@ -206,58 +204,18 @@ def task_recipe(scan, settings, auto_task=True) -> dict | None:
             "trust_remote_code": bool(settings.trust_remote_code), "seed": settings.seed}
 
 
-@contextlib.contextmanager
-def _quiet_transformers():
-    """transformers prints load reports and progress bars; our report says it better."""
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-        hf_logging.enable_progress_bar()
-
-
 def build_task_model(recipe: dict):
     """Load the task model from the local folder exactly as a training script would.
 
     Returns:
         ``(model, loading_info)`` with missing / unexpected / mismatched keys.
     """
-    import transformers
-
-    cls = getattr(transformers, recipe["model_class"], None)
-    if cls is None:
-        raise InputError(recipe["path"], f"transformers has no class {recipe['model_class']!r}")
-    # ignore_mismatched_sizes: a head of the wrong size becomes a finding (IC203), not a crash
-    kw = {"local_files_only": True, "output_loading_info": True, "ignore_mismatched_sizes": True,
-          "trust_remote_code": recipe["trust_remote_code"]}
-    if recipe.get("num_labels"):
-        kw["num_labels"] = recipe["num_labels"]
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import torch
-
-    # new heads are drawn from the global RNG: seed a private copy so the report is reproducible
-    with _quiet_transformers(), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(recipe.get("seed", 0))
-        try:
-            return cls.from_pretrained(recipe["path"], **kw)
-        except (OSError, ValueError, KeyError, RuntimeError, TypeError) as e:
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise InputError(recipe["path"], f"cannot build {recipe['model_class']}: {msg[:300]}") from None
-
-
-def _mem_available() -> int:
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 1 << 62
+        # ignore_mismatched_sizes: a head of the wrong size becomes a finding (IC203), not a crash
+        return hf.from_pretrained(recipe, recipe.get("seed", 0), output_loading_info=True, ignore_mismatched_sizes=True)
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(recipe["path"], f"cannot build {recipe['model_class']}: {msg[:300]}") from None
 
 
 def load_task_model(scan, recipe, options):
@@ -269,8 +227,8 @@ def load_task_model(scan, recipe, options):
     """
     ckpt = scan.checkpoint
     need = sum(e.numel * itemsize(e.dtype) for e in ckpt.entries)
-    share, avail = options["task_model_memory_fraction"], _mem_available()
-    if need <= share * avail:
+    share, avail = options["task_model_memory_fraction"], hf.mem_available()
+    if avail is None or need <= share * avail:
         model, info = build_task_model(recipe)
         report = _load_report(model, info, "ran")
     else:
@@ -310,13 +268,11 @@ def build_skeleton(recipe: dict):
     import torch
     import transformers
 
-    cls = getattr(transformers, recipe["model_class"], None)
-    if cls is None:
-        raise InputError(recipe["path"], f"transformers has no class {recipe['model_class']!r}")
     kw = {"num_labels": recipe["num_labels"]} if recipe.get("num_labels") else {}
     trc = recipe["trust_remote_code"]
-    with _quiet_transformers():
+    with hf.quiet_transformers():
         try:
+            cls = hf.model_class(recipe)
             config = transformers.AutoConfig.from_pretrained(recipe["path"], local_files_only=True, trust_remote_code=trc, **kw)
             with torch.device("meta"):
                 if recipe["model_class"].startswith("AutoModel"):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from conftest import bert_config, edit_tensors, findings_of
+from conftest import bert_config, edit_tensors
 
 
 def run(cli, folder, *args):

@@ -12,7 +12,7 @@ import torch
 import transformers
 
 import initcheck
-from conftest import (bert_config, edit_tensors, findings_of, gpt2_config, llama_config, minilm_dir,
+from conftest import (bert_config, edit_tensors, gpt2_config, llama_config, minilm_dir,
                       roberta_config, tree_digest)
 from initcheck.config import Settings
 from initcheck.errors import InputError

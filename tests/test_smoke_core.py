@@ -1,6 +1,6 @@
 import json
 
-from conftest import bert_config, edit_tensors, findings_of
+from conftest import bert_config, findings_of
 
 
 def test_zero_two_layer_head_fails_naming_both(cli, roberta_zero_head):

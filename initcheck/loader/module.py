@@ -5,7 +5,7 @@ GPU), nothing is called on the module, and its training mode is restored on the 
 """
 
 from .. import tensors as T
-from ..dtypes import is_float, torch_to_numpy
+from ..dtypes import torch_to_numpy
 from ..errors import InputError
 from ..scan import Scan
 from ..stats import compute
@@ -107,13 +107,9 @@ def _label_origins(scan, module, settings, arrays):
             if rec.role != T.BUFFER and not rec.name.startswith(pretrained + "."):
                 rec.origin = T.NEW
                 rec.origin_detail = f"outside the pretrained submodule {pretrained!r}"
-    from .. import origins
+    from ..origins import apply_user_labels
 
-    apply = getattr(origins, "apply_user_labels", None)
-    if apply is not None:
-        apply(scan, settings, lambda rec: arrays[rec.name])
-    else:
-        _fallback_labels(scan, settings)
+    apply_user_labels(scan, settings, lambda rec: arrays[rec.name])
 
 
 def _pretrained_prefix(module) -> str | None:
@@ -128,23 +124,3 @@ def _pretrained_prefix(module) -> str | None:
         if name and isinstance(m, PreTrainedModel):
             return name
     return None
-
-
-def _fallback_labels(scan, settings):
-    """--head globs and a --base name diff, until ``origins.apply_user_labels`` exists."""
-    from fnmatch import fnmatchcase
-
-    for rec in scan.records:
-        if rec.role != T.BUFFER and any(fnmatchcase(rec.name, g) for g in settings.heads):
-            rec.origin, rec.origin_detail = T.NEW, "matches --head"
-    if not settings.base:
-        return
-    from . import open_checkpoint
-
-    names = {e.name for e in open_checkpoint(settings.base).entries}
-    for rec in scan.records:
-        if rec.role == T.BUFFER or not is_float(rec.dtype) or rec.origin != T.PRETRAINED:
-            continue
-        short = rec.name.split(".", 1)[1] if "." in rec.name else rec.name
-        if rec.name not in names and short not in names:
-            rec.origin, rec.origin_detail = T.NEW, "not in --base"

@@ -4,10 +4,11 @@ The user's model is never touched: an in-memory module is deep-copied, a folder 
 again with ``from_pretrained(local_files_only=True)``, which never writes to the folder.
 """
 
-import contextlib
 import copy
 
 import torch
+
+from .. import hf
 
 # bytes per parameter while training in fp32 with AdamW
 WEIGHT_BYTES = 4
@@ -19,14 +20,7 @@ def available_bytes(device: str) -> int | None:
     if device.startswith("cuda"):
         free, _total = torch.cuda.mem_get_info(torch.device(device))
         return int(free)
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
+    return hf.mem_available()
 
 
 def activation_bytes(config: dict, batch_size: int, seq_len: int, choices: int = 1) -> int:
@@ -66,23 +60,6 @@ def estimate_bytes(n_params: int, n_trainable: int, config: dict, batch_size: in
                + activation_bytes(config, batch_size, seq_len))
 
 
-@contextlib.contextmanager
-def quiet_transformers():
-    """Silence transformers' load warnings and progress bars for the probe's own load."""
-    import transformers.utils.logging as tl
-
-    level = tl.get_verbosity()
-    bars = tl.is_progress_bar_enabled()
-    tl.set_verbosity_error()
-    tl.disable_progress_bar()
-    try:
-        yield
-    finally:
-        tl.set_verbosity(level)
-        if bars:
-            tl.enable_progress_bar()
-
-
 def build(recipe: dict, seed: int):
     """Build the probe's copy of the task model from ``scan.facts["task_model"]``.
 
@@ -94,23 +71,10 @@ def build(recipe: dict, seed: int):
     Returns:
         torch.nn.Module: a fresh fp32 copy in train-ready state.
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        if recipe.get("module") is not None:
-            model = copy.deepcopy(recipe["module"])
-        else:
-            import transformers
-
-            cls = getattr(transformers, recipe["model_class"], None)
-            if cls is None:
-                raise ValueError(f"transformers has no class {recipe['model_class']!r}")
-            kw = {"local_files_only": True, "trust_remote_code": bool(recipe.get("trust_remote_code")),
-                  "dtype": torch.float32}
-            if recipe.get("num_labels"):
-                kw["num_labels"] = int(recipe["num_labels"])
-                kw["ignore_mismatched_sizes"] = True
-            with quiet_transformers():
-                model = cls.from_pretrained(str(recipe["path"]), **kw)
+    if recipe.get("module") is not None:
+        model = copy.deepcopy(recipe["module"])
+    else:
+        model = hf.from_pretrained(recipe, seed, dtype=torch.float32, ignore_mismatched_sizes=bool(recipe.get("num_labels")))
     return model.float()
 
 
