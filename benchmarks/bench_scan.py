@@ -5,17 +5,20 @@ Generates two synthetic Llama-like sharded bf16 checkpoints (real Llama paramete
 shard so that generating them needs little memory, then measures in one run:
 
 1. the floor: one pass that touches every byte (each file read sequentially into a reused
-   buffer, and a sum over a uint64 view of the mmap; the faster of the two is the floor);
-2. ``python -m initcheck DIR --no-probe --format json`` as a whole process (imports included):
-   the static scan; and the same with ``--task causal-lm``, which also builds the task model with
-   transformers to read its load report and compare every loaded tensor with the disk
-   (the re-initialisation check);
+   buffer: the ratio's floor; and a sum over a uint64 view of the mmap, printed beside it);
+2. ``python -m initcheck DIR --no-probe --format json`` as a whole process (imports included,
+   bytecode cached as after ``pip install``): the static scan with the compiled kernel, the same
+   with the numpy fallback (``INITCHECK_NATIVE=0``), and with ``--task causal-lm``, which also
+   builds the task model with transformers to read its load report and compare every loaded
+   tensor with the disk (the re-initialisation check);
 3. the peak anonymous memory (RssAnon, sampled from /proc/PID/status; mmap'd file pages are
    file-backed and do not count) of that process, at both checkpoint sizes;
 4. the whole-process check of the real 90 MB all-MiniLM-L6-v2 BERT, when installed.
 
 Every timing is the best of ``--repeat`` runs with a warm page cache (each pass runs once
-untimed first), so the floor and initcheck see the same cache state.
+untimed first), so the floor and initcheck see the same cache state. The ratio is the median of
+``--repeat`` ratios, each from a floor read and an initcheck run taken back to back: on a shared
+machine the floor alone swings by 2x between minutes, and a pair does not see that drift.
 
 Usage:
     python benchmarks/bench_scan.py [--workdir /tmp/initcheck-bench] [--layers 22,5] [--keep]
@@ -26,6 +29,7 @@ import json
 import mmap
 import os
 import shutil
+import statistics
 import struct
 import subprocess
 import sys
@@ -151,11 +155,21 @@ def _rss_anon(pid: int) -> int:
     return 0
 
 
-def run_initcheck(folder: Path, sample_memory: bool = False, extra=()):
+def child_env(engine: str = "native") -> dict:
+    """The environment of a normal install: bytecode cached (pip compiles it at install time;
+    PYTHONDONTWRITEBYTECODE would recompile every module on every start), and the statistics
+    engine asked for ("numpy" switches the compiled kernel off)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "INITCHECK_NATIVE")}
+    if engine == "numpy":
+        env["INITCHECK_NATIVE"] = "0"
+    return env
+
+
+def run_initcheck(folder: Path, sample_memory: bool = False, extra=(), engine: str = "native"):
     """Run the CLI as a whole process; returns (wall s, CPU s, exit code, peak RssAnon bytes or None)."""
     cmd = [sys.executable, "-m", "initcheck", str(folder), "--no-probe", "--format", "json", *extra]
     t = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=child_env(engine))
     peak = 0
     if sample_memory:
         while p.poll() is None:
@@ -194,6 +208,26 @@ def best(fn, repeat: int):
     return min(r[0] for r in runs), min(r[1] for r in runs)
 
 
+def paired(floor, fn, repeat: int):
+    """``repeat`` pairs of (floor, run) taken back to back: (median of the run / floor ratios,
+    best run (wall, CPU)). Memory bandwidth on a shared machine drifts between seconds; a ratio
+    taken within one pair does not see the drift, a ratio of two best-ofs would."""
+    fn()
+    ratios, runs = [], []
+    for _ in range(repeat):
+        f = floor()[0]
+        runs.append(fn())
+        ratios.append(runs[-1][0] / f)
+    return statistics.median(ratios), (min(r[0] for r in runs), min(r[1] for r in runs))
+
+
+def native_built() -> bool:
+    """Whether this install compiled initcheck/kernels.c (else every row is the numpy fallback)."""
+    out = subprocess.run([sys.executable, "-c", "from initcheck import native; print(native.available())"],
+                         capture_output=True, text=True, env=child_env())
+    return out.stdout.strip() == "True"
+
+
 def minilm_dir():
     """The real all-MiniLM-L6-v2 from the test extras (shared with the tests' fixtures)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -206,7 +240,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", default="/tmp/initcheck-bench")
     ap.add_argument("--layers", default="22,5", help="decoder layers of the large and small checkpoint")
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--keep", action="store_true", help="keep the generated checkpoints")
     args = ap.parse_args()
 
@@ -225,13 +259,19 @@ def main():
             size = sum(p.stat().st_size for p in _files(folder))
             f_read = best(lambda: timed(lambda: floor_read(folder)), args.repeat)
             f_mmap = best(lambda: timed(lambda: floor_mmap_sum(folder)), args.repeat)
-            # static scan, then the same plus the task model's load report and re-init check
-            for label, extra in ((folder.name, ()), (folder.name + " +load", ("--task", "causal-lm"))):
-                ic = best(lambda: run_initcheck(folder, extra=extra)[:2], args.repeat)
-                _, _, code, peak = run_initcheck(folder, sample_memory=True, extra=extra)
+            # static scan (compiled kernel, then the numpy fallback), then the same plus the task
+            # model's load report and re-init check
+            runs = [(folder.name, (), "native"), (folder.name + " numpy", (), "numpy"),
+                    (folder.name + " +load", ("--task", "causal-lm"), "native")]
+            for label, extra, engine in runs:
+                if engine == "native" and not native_built():
+                    label, engine = label + " numpy", "numpy"
+                ratio, ic = paired(lambda: timed(lambda: floor_read(folder)),
+                                   lambda: run_initcheck(folder, extra=extra, engine=engine)[:2], args.repeat)
+                _, _, code, peak = run_initcheck(folder, sample_memory=True, extra=extra, engine=engine)
                 rows.append({"checkpoint": label, "GB": size / 1e9, "floor_read_s": f_read[0],
                              "floor_mmap_s": f_mmap[0], "initcheck_s": ic[0], "initcheck_cpu_s": ic[1],
-                             "ratio_read": ic[0] / f_read[0], "ratio_mmap": ic[0] / f_mmap[0],
+                             "ratio_read": ratio, "ratio_mmap": ic[0] / f_mmap[0],
                              "scan_ratio_read": (ic[0] - startup[0]) / f_read[0],
                              "MB/s": size / 1e6 / ic[0], "peak_RssAnon_MB": peak / 2**20, "exit": code})
         mini = minilm_dir()
@@ -240,17 +280,17 @@ def main():
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 
-    print(f"{'checkpoint':<16} {'GB':>5} {'floor read s':>12} {'floor mmap s':>12} {'initcheck s':>11} "
+    print(f"{'checkpoint':<18} {'GB':>5} {'floor read s':>12} {'floor mmap s':>12} {'initcheck s':>11} "
           f"{'(CPU s)':>8} {'ratio':>6} {'vs mmap':>7} {'scan only':>9} {'MB/s':>6} {'peak RssAnon':>12}")
     for r in rows:
-        print(f"{r['checkpoint']:<16} {r['GB']:>5.2f} {r['floor_read_s']:>12.3f} {r['floor_mmap_s']:>12.3f} "
+        print(f"{r['checkpoint']:<18} {r['GB']:>5.2f} {r['floor_read_s']:>12.3f} {r['floor_mmap_s']:>12.3f} "
               f"{r['initcheck_s']:>11.3f} {r['initcheck_cpu_s']:>8.2f} {r['ratio_read']:>6.2f} "
               f"{r['ratio_mmap']:>7.2f} {r['scan_ratio_read']:>9.2f} {r['MB/s']:>6.0f} {r['peak_RssAnon_MB']:>9.0f} MB")
     print(f"startup (whole process on a one-tensor checkpoint): {startup[0]:.2f} s wall, {startup[1]:.2f} s CPU")
     if mini_s is not None:
         print(f"all-MiniLM-L6-v2 (90 MB), whole process: {mini_s[0]:.2f} s wall, {mini_s[1]:.2f} s CPU")
-    print("ratio = initcheck / floor read (whole process, imports included); vs mmap = / floor mmap-sum;"
-          " scan only = (initcheck - startup) / floor read")
+    print("ratio = median over back-to-back pairs of initcheck / floor read (whole process, imports included);"
+          " vs mmap = best initcheck / best floor mmap-sum; scan only = (initcheck - startup) / floor read")
     print(f"cores: {os.cpu_count()}, load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
           f"best of {args.repeat} runs, page cache warm for all")
     print(json.dumps({"rows": rows, "startup_s": startup, "minilm_s": mini_s}), file=sys.stderr)

@@ -223,6 +223,7 @@ def _suppressions(value, path: Path, where: str) -> list:
 
 def describe(settings: Settings) -> str:
     """The effective settings, pack chain and resolved thresholds, as TOML that reads like a config."""
+    from . import native
     from .engine import select_rules
     from .packs import pack_for
 
@@ -231,6 +232,7 @@ def describe(settings: Settings) -> str:
     lines = ["# initcheck: effective settings (project config, then command-line flags)",
              f"# config file: {settings.config_file or 'none (no initcheck.toml or [tool.initcheck] from the current folder upward)'}",
              f"# rule pack:   {pack.name}, applied in order: " + " -> ".join(_short(p) for p in pack.sources),
+             f"# statistics:  {native.describe()}",
              "", "[settings]"]
     defaults = Settings()
     for f in fields(Settings):

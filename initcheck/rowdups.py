@@ -12,6 +12,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from . import native
 from .dtypes import to_float32
 
 SUBSET_COLS = 64      # columns hashed; verification always uses the full row
@@ -20,6 +21,7 @@ BITS = 20             # bits per band: 2^-20 chance that two unrelated rows shar
 MAX_BUCKET = 256      # a bigger bucket is verified against its first row only
 MAX_GROUPS = 100      # groups kept for the report
 VERIFY_ELEMENTS = 1 << 19   # full-row values decoded at a time when verifying candidates
+_POW2 = (2.0 ** np.arange(BITS)).astype(np.float32)   # sign bits -> band code, exact below 2^24
 
 
 @lru_cache(maxsize=64)
@@ -39,14 +41,18 @@ def subset_columns(d: int):
     return _hashing(d)[0]
 
 
-def find_duplicate_rows(rows_raw: np.ndarray, dtype: str, cosine: float, subset: np.ndarray | None = None):
+def find_duplicate_rows(rows_raw: np.ndarray, dtype: str, cosine: float, subset: np.ndarray | None = None,
+                        norms: np.ndarray | None = None):
     """Group rows that are exact or near duplicates of each other.
 
     Args:
         rows_raw: a 2-D array of stored values, one output unit per row.
         dtype: our dtype name, to decode ``rows_raw``.
         cosine: rows at or above this cosine similarity count as near duplicates.
-        subset: ``rows_raw[:, subset_columns(cols)]``, when the caller gathered it already.
+        subset: ``rows_raw[:, subset_columns(cols)]`` decoded to float32, when the caller
+            gathered it already.
+        norms: every row's full-length norm, when the caller measured them already (to within
+            float32 rounding: they only rule candidates out, never in).
 
     Returns:
         ``(groups, exact_rows, near_rows)``: up to MAX_GROUPS groups as
@@ -57,13 +63,15 @@ def find_duplicate_rows(rows_raw: np.ndarray, dtype: str, cosine: float, subset:
         return [], 0, 0
     cols, planes = _hashing(d)
     if subset is None:
-        subset = rows_raw if cols is None else rows_raw[:, cols]
-    sub = np.asarray(to_float32(subset, dtype), dtype=np.float32)
+        subset = to_float32(rows_raw if cols is None else rows_raw[:, cols], dtype)
+    sub = np.asarray(subset, dtype=np.float32)
     with np.errstate(over="ignore", invalid="ignore"):   # rows near float32's limit: hashed all the same
         proj = sub @ planes
-    # a row with NaN/Inf in the subset projects to NaN/Inf, a row that is zero there projects
-    # to exact zeros: both are rare, and only those rows are looked at element by element
-    odd = np.flatnonzero(~np.isfinite(proj).all(axis=1) | ~proj.any(axis=1))
+    # rows with NaN/Inf in the subset, and rows that are zero there, cannot be hashed: both are
+    # rare, and only those rows (found from the subset's squared norms) are looked at value by value
+    with np.errstate(over="ignore", invalid="ignore"):
+        sq = np.einsum("ij,ij->i", sub, sub)
+    odd = np.flatnonzero(~(sq > 0) | ~np.isfinite(sq))
     finite = np.ones(n, bool)
     zero = np.zeros(n, bool)
     if len(odd):
@@ -73,11 +81,13 @@ def find_duplicate_rows(rows_raw: np.ndarray, dtype: str, cosine: float, subset:
 
     leads, members = [], []
     if len(live) >= 2:
-        signs = proj[live] > 0
-        codes = signs.reshape(len(live), BANDS, BITS).astype(np.int32) @ (1 << np.arange(BITS, dtype=np.int32))
-        # one sort for all bands: key = band, code, then the row, so each bucket lists its rows in order
-        keys = (codes.astype(np.int64) + (np.arange(BANDS, dtype=np.int64) << BITS)) << 32
-        lead, member = _bucket_pairs((keys + np.arange(len(live), dtype=np.int64)[:, None]).reshape(-1))
+        signs = (proj if len(live) == n else proj[live]) > 0
+        codes = (signs.reshape(-1, BITS).astype(np.float32) @ _POW2).astype(np.int64).reshape(len(live), BANDS)
+        if native.available():   # a hash table in C instead of a sort
+            lead, member = native.bucket_pairs(codes, MAX_BUCKET)
+        else:  # one sort for all bands: key = band, code, then the row, so each bucket lists its rows in order
+            keys = (codes + (np.arange(BANDS, dtype=np.int64) << BITS)) << 32
+            lead, member = _bucket_pairs((keys + np.arange(len(live), dtype=np.int64)[:, None]).reshape(-1))
         leads.append(live[lead])
         members.append(live[member])
     unhashed = np.flatnonzero(zero)
@@ -90,7 +100,7 @@ def find_duplicate_rows(rows_raw: np.ndarray, dtype: str, cosine: float, subset:
         if len(rest) >= 2:   # zero where we hash, not elsewhere: one bucket, verified in full
             leads.append(np.full(min(len(rest), MAX_BUCKET) - 1, rest[0]))
             members.append(rest[1:MAX_BUCKET])
-    edges = _verified(rows_raw, dtype, leads, members, cosine, n, sub)
+    edges = _verified(rows_raw, dtype, leads, members, cosine, n, sub, norms)
     if len(zero_rows) >= 2:
         edges += [(int(zero_rows[0]), int(j)) for j in zero_rows[1:]]
     return _groups(rows_raw, edges)
@@ -110,12 +120,14 @@ def _bucket_pairs(keys: np.ndarray):
     return order[start[keep]], order[keep]
 
 
-def _verified(rows_raw, dtype, leads, members, cosine, n, sub) -> list:
+def _verified(rows_raw, dtype, leads, members, cosine, n, sub, known_norms=None) -> list:
     """The candidate pairs whose full rows reach ``cosine``, each pair checked once.
 
     Most candidates are chance collisions. Before their full rows are compared, the hashed
     subset rules them out cheaply and without error: with x and y scaled to unit length over
     the full row, cosine = 1 - |x - y|^2 / 2, and the subset's part of |x - y|^2 is at most all of it.
+    Norms the caller measured in float32 get a margin for their rounding; the final cosine uses
+    norms of the float64 rows.
     """
     if not leads:
         return []
@@ -124,23 +136,28 @@ def _verified(rows_raw, dtype, leads, members, cosine, n, sub) -> list:
         return []
     key = np.unique(lead.astype(np.int64) * n + member)
     lead, member = key // n, key % n
-    rows = np.unique(np.r_[lead, member])
     d = rows_raw.shape[1]
     step = max(1, VERIFY_ELEMENTS // d)
-    norms = np.concatenate([np.linalg.norm(_rows64(rows_raw, dtype, rows[i:i + step]), axis=1)
-                            for i in range(0, len(rows), step)])
-    nl, nm = norms[np.searchsorted(rows, lead)], norms[np.searchsorted(rows, member)]
+    if known_norms is None:
+        rows = np.unique(np.r_[lead, member])
+        norms = np.concatenate([np.linalg.norm(_rows64(rows_raw, dtype, rows[i:i + step]), axis=1)
+                                for i in range(0, len(rows), step)])
+        nl, nm = norms[np.searchsorted(rows, lead)], norms[np.searchsorted(rows, member)]
+        margin = 1e-9
+    else:
+        nl, nm = known_norms[lead], known_norms[member]
+        margin = 1e-4
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         gap = np.square(sub[lead] / nl[:, None] - sub[member] / nm[:, None]).sum(axis=1)
-        maybe = ~(gap > 2.0 * (1.0 - cosine) + 1e-9)    # NaN stays a candidate
-    lead, member, nl, nm = lead[maybe], member[maybe], nl[maybe], nm[maybe]
+        maybe = ~(gap > 2.0 * (1.0 - cosine) + margin)    # NaN stays a candidate
+    lead, member = lead[maybe], member[maybe]
     edges = []
     step = max(1, step // 2)
     for i in range(0, len(lead), step):
         a = _rows64(rows_raw, dtype, lead[i:i + step])
         b = _rows64(rows_raw, dtype, member[i:i + step])
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            cos = np.einsum("ij,ij->i", a, b) / (nl[i:i + step] * nm[i:i + step])
+            cos = np.einsum("ij,ij->i", a, b) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
         hit = np.flatnonzero(cos >= cosine)
         edges += [(int(lead[i + h]), int(member[i + h])) for h in hit]
     return edges

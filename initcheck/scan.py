@@ -51,8 +51,8 @@ def records_for(ckpt) -> list:
 def compute_stats(records, arrays, options: dict, progress=None, workers: int | None = None):
     """Fill ``rec.stats`` for each ``(rec, raw array)``; ``progress(nbytes)`` is called after each.
 
-    Tensors are measured on ``workers`` threads (default: up to 2, one per core); numpy releases
-    the GIL in its loops. Results are stored and reported in input order, whatever finishes first,
+    Tensors are measured on ``workers`` threads (default: up to 2, one per core); the compiled
+    kernel (called through ctypes) and numpy's loops release the GIL. Results are stored and reported in input order, whatever finishes first,
     and at most a few tensors are in flight, so memory stays bounded by the largest tensors.
     BLAS runs single-threaded meanwhile: our threads already keep the cores busy.
     """

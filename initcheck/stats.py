@@ -3,9 +3,11 @@
 Rules never touch tensor data; they read a ``TensorStats``. Small tensors (biases, gains,
 adapters) also keep their values, for rules that compare tensors with each other.
 
-The pass reads each tensor once, in chunks of whole rows that stay in cache, and does as few
-sweeps over a chunk as it can (decoding, min, max, zeros, two BLAS dot products), into buffers
-that each thread reuses, so a multi-GB checkpoint costs a few times what reading it costs:
+The pass reads each tensor once. With the compiled kernel (kernels.c, via native.py) that is one
+call per tensor that decodes and folds every statistic in a single sweep, per-row sums and the
+hashed column subset included. Without it, numpy does the same in chunks of whole rows that stay
+in cache, with as few sweeps over a chunk as it can (decoding, min, max, zeros, two BLAS dot
+products), into buffers that each thread reuses:
 
 - bf16 decodes with one integer op per pair of values (a uint32 view holds two bf16s: shift the
   low one up, mask the high one); the chunk's values end up out of order, which sums do not mind;
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import native
 from . import tensors as T
 from .dtypes import _FP8, is_float, to_float32
 from .rowdups import find_duplicate_rows, subset_columns
@@ -92,10 +95,48 @@ def compute(rec: T.TensorRecord, raw: np.ndarray, options: dict) -> TensorStats:
     # row norms: embeddings, and any matrix that grew rows (an untied lm_head after resizing)
     keep_rows = raw.ndim == 2 and (rec.role == T.EMBEDDING or rec.new_rows_from is not None)
     want_dups = rec.role in (T.LINEAR, T.CONV) and raw.ndim >= 2 and n_rows >= 2 and n_cols >= 2
-    # gather the hashed column subset while each chunk is in cache, unless units are the stored
-    # columns (Conv1D) or rows span several chunks: then rowdups gathers it itself
-    gather = want_dups and not (rec.transposed and raw.ndim == 2) and n_cols <= CHUNK_ELEMENTS
+    fused = native.supports(raw, rec.dtype)
+    # gather the hashed column subset while each row is in cache, unless units are the stored
+    # columns (Conv1D) or numpy's rows span several chunks: then rowdups gathers it itself
+    gather = want_dups and not (rec.transposed and raw.ndim == 2) and (fused or n_cols <= CHUNK_ELEMENTS)
     cols = subset_columns(n_cols) if gather else None
+    if fused:
+        sub, norms = _native_pass(st, raw, rec.dtype, n_rows, n_cols, keep_rows, cols)
+    else:
+        sub, norms = _numpy_pass(st, rec, raw, rows, keep_rows, cols), None
+    if raw.size <= KEEP_VALUES_UP_TO:
+        st.values = to_float32(raw, rec.dtype).astype(np.float32).reshape(raw.shape)
+    if want_dups and not st.constant and not st.all_zero:
+        units = rows.T if rec.transposed and raw.ndim == 2 else rows
+        st.dup_groups, st.dup_exact_rows, st.dup_near_rows = find_duplicate_rows(
+            units, rec.dtype, options["near_duplicate_cosine"], subset=sub, norms=norms)
+    return st
+
+
+def _native_pass(st, raw, dtype, n_rows, n_cols, keep_rows, cols):
+    """The statistics from kernels.c's single pass.
+
+    Returns the gathered column subset and, with it, every row's norm: duplicate hashing then
+    reads full rows only for the rare candidate pairs that pass the subset's test.
+    """
+    k, r1, r2, sub = native.fused_stats(raw, dtype, n_rows, n_cols, row_sums=keep_rows or cols is not None, subset=cols)
+    st.finite, st.nan, st.inf, st.zeros = k.finite, k.nan, k.inf, k.zeros
+    if k.first_nonfinite >= 0:
+        st.first_nonfinite = tuple(int(i) for i in np.unravel_index(k.first_nonfinite, raw.shape))
+    _set_moments(st, k.shift, k.s1, k.s2, k.min, k.max)
+    if r1 is None:
+        return sub, None
+    # rows' sums are around the shift too, non-finite values counted as 0
+    norms = np.sqrt(np.maximum(r2 + 2 * k.shift * r1 + n_cols * k.shift ** 2, 0))
+    if keep_rows:
+        st.row_means = (r1 / n_cols + k.shift).astype(np.float32)
+        st.row_norms = norms.astype(np.float32)
+    return sub, norms
+
+
+def _numpy_pass(st, rec, raw, rows, keep_rows, cols):
+    """The same statistics with numpy, chunk by chunk, when kernels.c was not compiled."""
+    n_rows, n_cols = rows.shape
     sub = np.empty((n_rows, len(cols)), raw.dtype) if cols is not None else None
     flat = raw.reshape(-1)
     acc = _Moments(st, raw.shape)
@@ -124,13 +165,7 @@ def compute(rec: T.TensorRecord, raw: np.ndarray, options: dict) -> TensorStats:
             x = _zero_nonfinite(to_float32(rows, rec.dtype))
             with np.errstate(over="ignore"):
                 st.row_norms, st.row_means = np.linalg.norm(x, axis=1), x.mean(axis=1)
-    if raw.size <= KEEP_VALUES_UP_TO:
-        st.values = to_float32(raw, rec.dtype).astype(np.float32).reshape(raw.shape)
-    if want_dups and not st.constant and not st.all_zero:
-        units = rows.T if rec.transposed and raw.ndim == 2 else rows
-        st.dup_groups, st.dup_exact_rows, st.dup_near_rows = find_duplicate_rows(
-            units, rec.dtype, options["near_duplicate_cosine"], subset=sub)
-    return st
+    return None if sub is None else to_float32(sub, rec.dtype)
 
 
 class _Moments:
@@ -203,13 +238,17 @@ class _Moments:
         self.s2 += float(np.dot(d, d))
 
     def finish(self):
-        st = self.st
-        if st.finite:
-            m = self.s1 / st.finite
-            st.mean = self.shift + m
-            st.std = float(np.sqrt(max(self.s2 / st.finite - m * m, 0.0)))
-            st.min, st.max = self.mn, self.mx
-            st.absmax = max(abs(self.mn), abs(self.mx))
+        _set_moments(self.st, self.shift or 0.0, self.s1, self.s2, self.mn, self.mx)
+
+
+def _set_moments(st: TensorStats, shift: float, s1: float, s2: float, mn: float, mx: float):
+    """Mean, std and extremes from the sums of ``x - shift`` and its square over the finite values."""
+    if st.finite:
+        m = s1 / st.finite
+        st.mean = shift + m
+        st.std = float(np.sqrt(max(s2 / st.finite - m * m, 0.0)))
+        st.min, st.max = float(mn), float(mx)
+        st.absmax = max(abs(st.min), abs(st.max))
 
 
 def _bf16_extremes(raw: np.ndarray):

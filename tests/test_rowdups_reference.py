@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from initcheck import rowdups
+from initcheck import native, rowdups
+from initcheck.dtypes import to_float32
 
-from test_stats_reference import pairwise_duplicates
+from test_stats_reference import pairwise_duplicates, use
 
 
 def _bf16(x: np.ndarray) -> np.ndarray:
@@ -28,10 +29,17 @@ def _planted(n, d, seed, noise=1e-4):
     return x
 
 
+@pytest.fixture(params=["native", "numpy"])
+def engine(request, monkeypatch):
+    """Bucketing by the compiled hash table, and by numpy's sort."""
+    use(request.param, monkeypatch)
+    return request.param
+
+
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("d", [5, 64, 257, 700])   # (in 2-D, chance near duplicates chain up)
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_same_groups_as_pairwise(seed, d, dtype):
+def test_same_groups_as_pairwise(seed, d, dtype, engine):
     x = _planted(40 + seed * 13, d, seed)
     raw = x if dtype == "float32" else _bf16(x)
     for cosine in (0.999, 0.99):
@@ -40,9 +48,41 @@ def test_same_groups_as_pairwise(seed, d, dtype):
 
 def test_gathered_subset_gives_the_same_answer():
     x = _bf16(_planted(300, 1024, 7))
-    sub = x[:, rowdups.subset_columns(1024)]
+    sub = to_float32(x[:, rowdups.subset_columns(1024)], "bfloat16")
     assert rowdups.find_duplicate_rows(x, "bfloat16", 0.999, subset=sub) == \
         rowdups.find_duplicate_rows(x, "bfloat16", 0.999)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_given_norms_with_float32_rounding_give_the_same_answer(seed):
+    """Norms from the fused kernel are accurate to float32 rounding; they only prune candidates,
+    so slightly-off norms (here off by up to 1e-6, either way) must not change a group."""
+    x = _planted(400, 300, seed, noise=0.0446)                 # near pair at cos ~0.999: on the edge
+    rng = np.random.default_rng(seed)
+    norms = np.linalg.norm(x.astype(np.float64), axis=1) * (1 + 1e-6 * rng.uniform(-1, 1, len(x)))
+    for cosine in (0.999, 0.99):
+        ref = pairwise_duplicates(x, "float32", cosine)
+        assert rowdups.find_duplicate_rows(x, "float32", cosine, norms=norms) == ref
+        assert rowdups.find_duplicate_rows(x, "float32", cosine, subset=x[:, rowdups.subset_columns(300)],
+                                           norms=norms) == ref
+
+
+def test_compiled_buckets_are_the_sorted_buckets():
+    """The C hash table pairs the same rows as the numpy sort: each row with the first row of its
+    code, per band, at most MAX_BUCKET rows a code (one code here holds 3x that many)."""
+    if not native.available():
+        pytest.skip(native.describe())
+    rng = np.random.default_rng(0)
+    n = 3000
+    codes = rng.integers(0, 700, size=(n, rowdups.BANDS), dtype=np.int64)   # many collisions
+    codes[: 3 * rowdups.MAX_BUCKET, 1] = 12345                               # one oversized bucket
+    codes[:, 3] = rng.integers(0, 1 << rowdups.BITS, size=n)                 # sparse band
+    keys = (codes + (np.arange(rowdups.BANDS, dtype=np.int64) << rowdups.BITS)) << 32
+    want = rowdups._bucket_pairs((keys + np.arange(n, dtype=np.int64)[:, None]).reshape(-1))
+    got = native.bucket_pairs(codes, rowdups.MAX_BUCKET)
+    as_set = lambda pairs: sorted(zip(pairs[0].tolist(), pairs[1].tolist()))
+    assert len(got[0]) > n and as_set(got) == as_set(want)
+    assert native.bucket_pairs(codes[:0], rowdups.MAX_BUCKET)[0].size == 0
 
 
 def test_scales_to_a_large_matrix_without_pairwise_work():

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from initcheck import rowdups, scan as scan_mod, stats as S, tensors as T
+from initcheck import native, rowdups, scan as scan_mod, stats as S, tensors as T
 from initcheck.api import run
 from initcheck.config import Settings
 from initcheck.dtypes import is_float, to_float32
@@ -139,6 +139,9 @@ def _tensors(dtype: str, seed: int) -> dict:
     emb[2] = 0
     emb[7, 3] = float("nan")
     out["model.embed_tokens.weight"] = emb
+    shifted = 3 + rnd(40, 9)                                      # rows' sums around a shift
+    shifted[5, 2] = float("inf")
+    out["decoder.embed_tokens.weight"] = shifted
     conv = rnd(8, 3, 3, 3, scale=0.2)
     conv[6] = conv[2]
     out["features.conv1.weight"] = conv
@@ -169,11 +172,21 @@ def tensor_file(request, tmp_path):
     return request.param, path
 
 
-@pytest.fixture(params=[S.CHUNK_ELEMENTS, 64, 61])
-def chunk(request, monkeypatch):
-    """The default chunk, and tiny ones so that every tensor crosses chunk boundaries (61: odd)."""
-    monkeypatch.setattr(S, "CHUNK_ELEMENTS", request.param)
+@pytest.fixture(params=["native", "numpy", "numpy-64", "numpy-61"])
+def engine(request, monkeypatch):
+    """The compiled kernel, and the numpy fallback with its default chunk and with tiny ones, so
+    that every tensor crosses chunk boundaries (61: odd)."""
+    use(request.param, monkeypatch)
     return request.param
+
+
+def use(engine: str, monkeypatch):
+    if engine == "native":
+        if not native.available():
+            pytest.skip("initcheck/_kernels.so was not built (no C compiler at install)")
+        return
+    monkeypatch.setattr(native, "_fused", None)
+    monkeypatch.setattr(S, "CHUNK_ELEMENTS", int(engine.split("-")[1]) if "-" in engine else S.CHUNK_ELEMENTS)
 
 
 # ---------------------------------------------------------------- tests
@@ -194,7 +207,7 @@ def _same(fast: S.TensorStats, ref: S.TensorStats, name: str):
     assert fast.constant == ref.constant and fast.all_zero == ref.all_zero
 
 
-def test_stats_match_reference(tensor_file, chunk):
+def test_stats_match_reference(tensor_file, engine):
     dtype, path = tensor_file
     ck = open_checkpoint(path)
     opts = {"near_duplicate_cosine": COSINE}
@@ -223,9 +236,11 @@ def test_planted_defects_are_measured(tmp_path):
     assert get("features.conv1.weight").dup_groups[0]["rows"] == [2, 6]
 
 
-def _findings(path, monkeypatch, reference: bool):
+def _findings(path, monkeypatch, reference: bool, engine: str = "native"):
     if reference:
         monkeypatch.setattr(S, "compute", reference_compute)
+    else:
+        use(engine, monkeypatch)
     try:
         report = run(str(path), Settings(probe=False, fail_on="never"))
     finally:
@@ -233,9 +248,10 @@ def _findings(path, monkeypatch, reference: bool):
     return sorted((f.rule, f.param or "", f.severity) for f in report.findings), report
 
 
-def test_same_findings_as_reference(tensor_file, monkeypatch):
+@pytest.mark.parametrize("engine_name", ["native", "numpy"])
+def test_same_findings_as_reference(tensor_file, engine_name, monkeypatch):
     dtype, path = tensor_file
-    fast, report = _findings(path, monkeypatch, reference=False)
+    fast, report = _findings(path, monkeypatch, reference=False, engine=engine_name)
     ref, _ = _findings(path, monkeypatch, reference=True)
     assert fast == ref
     rules = {r for r, _, _ in fast}
@@ -243,7 +259,9 @@ def test_same_findings_as_reference(tensor_file, monkeypatch):
 
 
 @pytest.mark.parametrize("workers", [1, 2, 3])
-def test_threads_give_identical_results_in_order(tmp_path, workers):
+@pytest.mark.parametrize("engine_name", ["native", "numpy"])
+def test_threads_give_identical_results_in_order(tmp_path, workers, engine_name, monkeypatch):
+    use(engine_name, monkeypatch)
     path = tmp_path / "m.safetensors"
     save_file(_tensors("bfloat16", 3), str(path))
     ck = open_checkpoint(path)
@@ -286,26 +304,32 @@ def test_fast_bf16_decode_is_a_permutation_of_the_values(n, offset):
     assert np.array_equal(S._decode(bits, "bfloat16", natural=True).view(np.uint32), plain.view(np.uint32))
 
 
-@pytest.mark.parametrize("chunk_size", [S.CHUNK_ELEMENTS, 4096, 7])
-def test_bf16_integer_extremes_on_every_bit_pattern(chunk_size, monkeypatch):
-    """min / max / zeros / NaN / Inf read off raw bf16 bits, against torch, over all 65536 patterns
-    in shuffled chunks, and on one-signed chunks (all positive, all negative, zeros of both signs)."""
-    monkeypatch.setattr(S, "CHUNK_ELEMENTS", chunk_size)
+@pytest.mark.parametrize("engine_name", ["native", "numpy", "numpy-4096", "numpy-7"])
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_extremes_on_every_16_bit_pattern(engine_name, dtype, monkeypatch):
+    """min / max / zeros / NaN / Inf (numpy reads bf16's off the raw bits), against torch, over
+    all 65536 patterns in shuffled chunks, and on one-signed chunks (all positive, all negative,
+    zeros of both signs)."""
+    use(engine_name, monkeypatch)
+    exp = 0x7F80 if dtype == "bfloat16" else 0x7C00
     rng = np.random.default_rng(0)
     every = rng.permutation(np.arange(1 << 16, dtype=np.uint16))
-    finite = every[(every & 0x7F80) != 0x7F80]
+    finite = every[(every & exp) != exp]
+    one = 0x3F80 if dtype == "bfloat16" else 0x3C00
     cases = [every, finite, finite[finite < 0x8000], finite[finite >= 0x8000], np.array([0x8000, 0x8000, 0x0001], np.uint16),
-             np.array([0x8000, 0x0000, 0x8000], np.uint16), np.array([0x8001, 0x8005], np.uint16), np.array([0x3F80] * 5, np.uint16)]
-    rec = T.make_record("layers.0.norm.weight", (1,), "bfloat16", "f")
+             np.array([0x8000, 0x0000, 0x8000], np.uint16), np.array([0x8001, 0x8005], np.uint16), np.array([one] * 5, np.uint16)]
+    rec = T.make_record("layers.0.norm.weight", (1,), dtype, "f")
     opts = {"near_duplicate_cosine": COSINE}
     for bits in cases:
-        rec.shape = bits.shape
-        _same(S.compute(rec, bits, opts), reference_compute(rec, bits, opts), f"{bits[:3]}")
+        raw = bits if dtype == "bfloat16" else bits.view(np.float16)
+        rec.shape = raw.shape
+        _same(S.compute(rec, raw, opts), reference_compute(rec, raw, opts), f"{bits[:3]}")
 
 
-def test_huge_values_do_not_overflow_the_sums(monkeypatch):
+@pytest.mark.parametrize("engine_name", ["native", "numpy-64"])
+def test_huge_values_do_not_overflow_the_sums(engine_name, monkeypatch):
     """float32 values near their maximum: sums of squares go to float64, not to Inf/NaN."""
-    monkeypatch.setattr(S, "CHUNK_ELEMENTS", 64)
+    use(engine_name, monkeypatch)
     x = np.random.default_rng(0).standard_normal(1000).astype(np.float32) * 3e37
     x[:64] = 1e36 + x[:64] * 1e-3                    # a first chunk with a huge mean: huge shift
     rec = T.make_record("layers.0.mlp.up_proj.weight", (10, 100), "float32", "f")

@@ -23,19 +23,24 @@ def available_bytes(device: str) -> int | None:
     return hf.mem_available()
 
 
-def activation_bytes(config: dict, batch_size: int, seq_len: int, choices: int = 1) -> int:
+def activation_bytes(config: dict, batch_size: int, seq_len: int, choices: int = 1,
+                     layers: int | None = None, lm_head: bool = True) -> int:
     """Activations kept for backward, from the config (Korthikanti et al. 2022, fp32).
 
     Per transformer layer about ``s*b*h*(34 + 5*a*s/h)`` bytes in 16-bit, doubled for fp32,
-    plus logits, their softmax and gradient for an LM head (``3*b*s*V`` floats).
+    plus logits, their softmax and gradient for an LM head (``3*b*s*V`` floats). ``layers``
+    overrides the config's depth: 1 for a frozen backbone, which keeps nothing for backward and
+    holds one layer's activations at a time; ``lm_head=False`` leaves out the logits term (a
+    classification head's logits are negligible).
     """
     h = config.get("hidden_size") or config.get("n_embd") or config.get("d_model") or 0
-    layers = config.get("num_hidden_layers") or config.get("n_layer") or config.get("num_layers") or 0
+    if layers is None:
+        layers = config.get("num_hidden_layers") or config.get("n_layer") or config.get("num_layers") or 0
     heads = config.get("num_attention_heads") or config.get("n_head") or 1
     vocab = config.get("vocab_size") or 0
     b, s = batch_size * choices, seq_len
     per_layer = s * b * h * (34 + 5 * heads * s / max(h, 1)) * 2
-    return int(per_layer * layers + 3 * b * s * vocab * 4)
+    return int(per_layer * layers + (3 * b * s * vocab * 4 if lm_head else 0))
 
 
 def estimate_bytes(n_params: int, n_trainable: int, config: dict, batch_size: int, seq_len: int,

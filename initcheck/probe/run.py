@@ -7,7 +7,7 @@ import time
 import torch
 
 from .. import tensors as T
-from . import batches, hooks, loop, model as M, trace as TR
+from . import batches, hooks, loop, model as M, offload as OF, trace as TR
 from .spikes import spike_steps
 
 # rule ids whose pack options the measurement itself needs
@@ -54,19 +54,30 @@ def run_probe(scan, settings, pack=None) -> dict:
         return _skip(tr, f"--device {device} asked for, but this torch ({torch.__version__}) sees no CUDA "
                          "device; run on a GPU machine or use --device cpu")
     need, avail = _memory(scan, recipe, settings)
-    fraction = pack.rules[SKIPPED]["memory_fraction"]
-    if avail is not None and need > avail * fraction:
-        how = "run it on a GPU with --device cuda"
-        if settings.train == "all":
-            how += ", train the heads only with --train heads"
-        return _skip(tr, f"the probe needs about {need / 2**30:.1f} GiB (weights, gradients, AdamW state, "
-                         f"activations) but {avail / 2**30:.1f} GiB is available on {device} "
-                         f"(limit {fraction:.0%}); {how}, or lower --batch-size/--seq-len")
-    try:
-        model = M.build(recipe, settings.seed)
-    except Exception as e:  # the load problem itself is the load rules' business
-        return _skip(tr, f"could not build the task model: {type(e).__name__}: {e}".splitlines()[0])
-    model.to(device)
+    budget = _budget(avail, pack.rules[SKIPPED])
+    placement = None
+    if budget is not None and need > budget:
+        if settings.train != "heads" or recipe.get("module") is not None:
+            return _skip(tr, _too_big(need, avail, pack.rules[SKIPPED], settings))
+        placement = _offload_plan(scan, recipe, settings, need, avail, budget, pack.rules[SKIPPED])
+        if isinstance(placement, str):
+            return _skip(tr, placement)
+        tr["offload"] = OF.summary(placement)
+    with contextlib.ExitStack() as cleanup:  # removes the offload folder, error or not
+        try:
+            if placement is None:
+                model = M.build(recipe, settings.seed)
+                model.to(device)
+            else:
+                model, tr["offload"]["folder_files"] = OF.load(recipe, placement, settings.seed, cleanup)
+        except Exception as e:  # the load problem itself is the load rules' business
+            return _skip(tr, f"could not build the task model: {type(e).__name__}: {e}".splitlines()[0])
+        return _run(scan, settings, pack, tr, model, task, recipe, started)
+
+
+def _run(scan, settings, pack, tr, model, task, recipe, started) -> dict:
+    """Train the built model on the probe batch and fill the trace."""
+    device = settings.device
     model.eval()  # dropout off: the loss on the fixed batch must be comparable step to step
     tr["model_class"] = type(model).__name__
     _give_pad(model, task)
@@ -140,6 +151,62 @@ def _empty_trace(settings, task, recipe) -> dict:
 def _skip(tr, reason: str) -> dict:
     tr["status"], tr["reason"] = "skipped", reason
     return tr
+
+
+def _size(n: float) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20)):
+        if n >= scale / 10:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n / 2**10:.1f} KiB"
+
+
+def _budget(avail, rules) -> float | None:
+    """Bytes the probe may use on its device: ``memory_fraction`` of the available memory, capped
+    at ``max_memory_bytes`` when that is set; None when neither is known."""
+    limits = [avail * rules["memory_fraction"]] if avail is not None else []
+    if rules["max_memory_bytes"]:
+        limits.append(rules["max_memory_bytes"])
+    return min(limits) if limits else None
+
+
+def _limit(avail, rules) -> str:
+    cap = rules["max_memory_bytes"]
+    free = f"{_size(avail)} is available" if avail is not None else "free memory is unknown"
+    if cap and (avail is None or cap < avail * rules["memory_fraction"]):
+        return f"{free} (capped at {_size(cap)} by max_memory_bytes)"
+    return f"{free} (limit {rules['memory_fraction']:.0%})"
+
+
+def _too_big(need, avail, rules, settings) -> str:
+    how = "run it on a GPU with --device cuda"
+    if settings.train == "all":
+        needs = ", which needs accelerate: pip install accelerate" if OF.accelerate_missing() else ""
+        how += f", train the heads only with --train heads (the frozen backbone is then offloaded to CPU RAM or disk{needs})"
+    return (f"the probe needs about {_size(need)} (weights, gradients, AdamW state, activations) but "
+            f"{_limit(avail, rules)} on {settings.device}; {how}, or lower --batch-size/--seq-len")
+
+
+def _offload_plan(scan, recipe, settings, need, avail, budget, rules):
+    """The offload placement for ``--train heads``, or why the probe is skipped (a str)."""
+    if OF.accelerate_missing():
+        return (f"the probe needs about {_size(need)} but {_limit(avail, rules)} on {settings.device}; "
+                "--train heads would offload the frozen backbone with accelerate, which is not installed: "
+                "pip install accelerate (or run it on a GPU with --device cuda, or lower --batch-size/--seq-len)")
+    ram = M.available_bytes("cpu")
+    ram_budget = ram * rules["memory_fraction"] if ram is not None else None
+    choices = batches.CHOICES if (recipe.get("task") or settings.task) == "multiple-choice" else 1
+    try:
+        placement = OF.plan(scan, recipe, settings, budget, ram_budget, scan.config or {}, choices)
+    except Exception as e:  # the load problem itself is the load rules' business
+        return f"could not build the task model: {type(e).__name__}: {e}".splitlines()[0]
+    if isinstance(placement, str):
+        return placement
+    if placement["resident"] > budget:
+        return (f"even with the frozen backbone offloaded to disk, the probe needs about "
+                f"{_size(placement['resident'])} (the heads in fp32 with gradients and AdamW state, "
+                f"one layer's activations, the largest offloaded layer) but {_limit(avail, rules)} on "
+                f"{settings.device}; run it on a GPU with --device cuda, or lower --batch-size/--seq-len")
+    return placement
 
 
 def _memory(scan, recipe, settings):

@@ -24,7 +24,7 @@ def _f(x):
     return float(x) if x is not None else None
 
 
-@rule("IC300", "probe-skipped", "info", options=("memory_fraction",), scope="model")
+@rule("IC300", "probe-skipped", "info", options=("memory_fraction", "max_memory_bytes"), scope="model")
 def probe_skipped(ctx):
     """The probe run was asked for (or due) but could not run.
 
@@ -34,6 +34,12 @@ def probe_skipped(ctx):
     activations against `MemAvailable`, or free GPU memory), CUDA was asked for but is absent,
     or the model could not be built or run on the probe batch.
 
+    With `--train heads` a model that does not fit is not skipped at once: its frozen backbone is
+    offloaded with accelerate (transformers' `device_map`: the probe device while it fits, then CPU
+    RAM, then disk) and only the fp32 heads, their training state and one layer's activations
+    stay resident. The probe is skipped when even that does not fit, or when accelerate is not
+    installed. `--train all` is never offloaded (training offloaded weights is out of scope).
+
     ## Why is this bad?
     Static checks see the weights; only a training step shows whether gradients reach them.
     A skipped probe means the dead-gradient, loss-at-init and cannot-learn checks did not run.
@@ -42,12 +48,15 @@ def probe_skipped(ctx):
     A 7B model on a laptop: "the probe needs about 113 GiB ... 14 GiB is available".
 
     ## Use instead
-    Run the probe where it fits: `--device cuda`, `--train heads` (frozen backbone), or a
-    smaller `--batch-size`/`--seq-len`; pass `--task` when the task model is not in the config.
+    Run the probe where it fits: `--device cuda`, `--train heads` (frozen backbone, offloaded when
+    needed: `pip install accelerate`), or a smaller `--batch-size`/`--seq-len`; pass `--task` when
+    the task model is not in the config.
 
     ## Options
     - `memory_fraction`: the probe runs only if its estimate is below this fraction of the
       available memory.
+    - `max_memory_bytes`: a cap in bytes on that budget, whatever is free (0: no cap); a shared
+      machine's share, or a way to try the offload path on a small model.
     """
     p = ctx.scan.probe
     if p and p.get("status") == "skipped":
