@@ -66,10 +66,13 @@ def scan_path(path, pack, settings: Settings):
     scan = scan_mod.Scan(path=str(path), records=records, config=ckpt.config, checkpoint=ckpt,
                          files=[{"path": f.path, "size": f.size, "format": f.format} for f in ckpt.files])
     origins.assign(scan, settings)
-    arrays = (ckpt.array(e) for e in ckpt.entries)
+    order = list(range(len(ckpt.entries)))
+    if ckpt.all_mapped():   # largest first: the two threads then finish together (mmap'd: any order is free)
+        order.sort(key=lambda i: -ckpt.entries[i].numel)
+    arrays = (ckpt.array(ckpt.entries[i]) for i in order)
     with _progress(settings.progress, total_bytes=sum(f.size for f in ckpt.files),
                    total_tensors=len(ckpt.entries)) as advance:
-        scan_mod.compute_stats(scan.records[: len(ckpt.entries)], arrays, pack.scan, advance)
+        scan_mod.compute_stats([scan.records[i] for i in order], arrays, pack.scan, advance)
     # the task model is built when named (--task), or from config.json's architectures when a probe may run
     origins.finish(scan, settings, pack.scan, auto_task=_probe_enabled(settings, pack))
     if settings.hashes:

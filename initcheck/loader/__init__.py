@@ -79,6 +79,10 @@ class Checkpoint:
     def array(self, entry: Entry):
         return self.readers[entry.file].array(entry)
 
+    def all_mapped(self) -> bool:
+        """Every tensor is a view of an mmap'd file: reading them in any order costs nothing extra."""
+        return all(isinstance(r, SafetensorsFile) for r in self.readers.values())
+
     def arrays(self):
         """Yield ``(entry, raw numpy array)`` in file order, one tensor at a time."""
         for entry in self.entries:
