@@ -50,8 +50,10 @@ class KernelBuildHook(BuildHookInterface):
 
 def _compile(src: Path, out: Path) -> str | None:
     """Compile ``src`` to the shared library ``out``; returns why it could not, or None."""
-    cc = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
-    if not cc or not shutil.which(cc[0]):
+    # $CC, else the compiler Python was built with, else cc: the first that exists here
+    choices = [os.environ.get("CC"), sysconfig.get_config_var("CC"), "cc", "gcc", "clang"]
+    cc = next((shlex.split(c) for c in choices if c and shlex.split(c) and shutil.which(shlex.split(c)[0])), None)
+    if cc is None:
         return "no C compiler found"
     tmp = out.with_suffix(".tmp.so")
     stamp = f'-DIC_SOURCE_SHA256="{hashlib.sha256(src.read_bytes()).hexdigest()}"'
