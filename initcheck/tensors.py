@@ -27,10 +27,11 @@ WEIGHT_ROLES = (LINEAR, CONV, EMBEDDING)
 
 # origins
 PRETRAINED = "pretrained"  # loaded from the checkpoint
-NEW = "new"                # a task head initialised by code
+NEW = "new"                # a task head initialised by code (absent from the checkpoint)
+HEAD = "head"              # a task head stored in the checkpoint (saved after from_pretrained, or trained)
 RESIZED = "resized"        # an embedding with rows added
 ADAPTER = "adapter"        # LoRA and the like
-ORIGINS = (PRETRAINED, NEW, RESIZED, ADAPTER)
+ORIGINS = (PRETRAINED, NEW, HEAD, RESIZED, ADAPTER)
 
 _BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked", "position_ids", "inv_freq",
                     "masked_bias", "cos_cached", "sin_cached", "_float_tensor", "token_type_ids")

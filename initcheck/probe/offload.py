@@ -78,7 +78,7 @@ def plan(scan, recipe, settings, budget: float, ram_budget: float | None, config
     """
     from transformers.integrations.accelerate import infer_auto_device_map
 
-    from ..origins import build_skeleton
+    from ..taskmodel import build_skeleton
 
     skeleton = build_skeleton(recipe)
     new_names = [r.name for r in scan.records if r.origin == T.NEW]

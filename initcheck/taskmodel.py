@@ -1,0 +1,224 @@
+"""The task model a training script builds from the folder, and what its load report says.
+
+The transformers load report says what is missing (new, initialised by the model's own code),
+unexpected or mismatched; every loaded parameter is compared with the bytes on disk to catch
+silent re-initialisation. Models too big to load are judged from their meta-device skeleton.
+"""
+
+from . import hf
+from . import tensors as T
+from .basediff import _change, _same
+from .dtypes import itemsize, torch_to_numpy
+from .errors import InputError
+
+TASK_AUTO = {
+    "sequence-classification": ("AutoModelForSequenceClassification", "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES"),
+    "token-classification": ("AutoModelForTokenClassification", "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES"),
+    "question-answering": ("AutoModelForQuestionAnswering", "MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES"),
+    "multiple-choice": ("AutoModelForMultipleChoice", "MODEL_FOR_MULTIPLE_CHOICE_MAPPING_NAMES"),
+    "causal-lm": ("AutoModelForCausalLM", "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES"),
+    "masked-lm": ("AutoModelForMaskedLM", "MODEL_FOR_MASKED_LM_MAPPING_NAMES"),
+    "seq2seq-lm": ("AutoModelForSeq2SeqLM", "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES"),
+}
+# a class name ending like this may name a task model; the auto mapping confirms it
+_TASK_SUFFIXES = ("ForSequenceClassification", "ForTokenClassification", "ForQuestionAnswering",
+                  "ForMultipleChoice", "ForCausalLM", "LMHeadModel", "ForMaskedLM", "ForConditionalGeneration")
+
+
+def task_recipe(scan, settings, auto_task=True) -> dict | None:
+    """How to build the task model: from --task, or from config.json's architectures."""
+    cfg = scan.config or {}
+    ckpt = scan.checkpoint
+    if ckpt is not None and getattr(ckpt, "refused", None):
+        return None  # a weight file was refused as unsafe (IC401): transformers must not load it either
+    if ckpt is None or not ckpt.path.is_dir() or not cfg or ckpt.adapter_config is not None:
+        if settings.task:
+            raise InputError(scan.path, "--task needs a model folder with config.json")
+        return None
+    task, model_class = settings.task, None
+    if task:
+        model_class = TASK_AUTO[task][0]
+    elif not auto_task:
+        return None
+    else:
+        arch = cfg.get("architectures")
+        arch = arch[0] if isinstance(arch, list) and arch and isinstance(arch[0], str) else None
+        if not arch or not arch.endswith(_TASK_SUFFIXES):
+            return None
+        from transformers.models.auto import modeling_auto
+
+        mt = cfg.get("model_type")
+        for name, (_, mapping) in TASK_AUTO.items():
+            if getattr(modeling_auto, mapping, {}).get(mt) == arch:
+                task, model_class = name, arch
+                break
+        if task is None:
+            return None
+    return {"path": str(ckpt.path), "task": task, "model_class": model_class, "num_labels": settings.num_labels,
+            "trust_remote_code": bool(settings.trust_remote_code), "seed": settings.seed}
+
+
+def build_task_model(recipe: dict):
+    """Load the task model from the local folder exactly as a training script would.
+
+    Returns:
+        ``(model, loading_info)`` with missing / unexpected / mismatched keys.
+    """
+    try:
+        # ignore_mismatched_sizes: a head of the wrong size becomes a finding (IC203), not a crash
+        return hf.from_pretrained(recipe, recipe.get("seed", 0), output_loading_info=True, ignore_mismatched_sizes=True)
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(recipe["path"], f"cannot build {recipe['model_class']}: {msg[:300]}") from None
+
+
+def load_task_model(scan, recipe, options):
+    """Fill ``scan.load_report``, label new heads and check loaded weights against the disk.
+
+    When the model fits in memory it is loaded for real: transformers' own load report, and every
+    loaded tensor compared with the disk. Otherwise its skeleton is built on the meta device: keys
+    and shapes give the load report, and only the new modules are materialised to check their init.
+    """
+    ckpt = scan.checkpoint
+    need = sum(e.numel * itemsize(e.dtype) for e in ckpt.entries)
+    share, avail = options["task_model_memory_fraction"], hf.mem_available()
+    if avail is None or need <= share * avail:
+        model, info = build_task_model(recipe)
+        report = _load_report(model, info, "ran")
+    else:
+        model = build_skeleton(recipe)
+        report = _load_report(model, _skeleton_info(model, ckpt), "skeleton")
+        report["reason"] = (f"the weights take {need / 2**30:.1f} GiB, over {share:.0%} "
+                            f"of the {avail / 2**30:.1f} GiB available: "
+                            "load report from the model's skeleton (meta device), re-initialisation not checked")
+    prefix = report["base_model_prefix"]
+    fresh = set(report["missing"]) | {m["name"] for m in report["mismatched"]}
+    if report["status"] == "skeleton":
+        _materialise(model, fresh, recipe.get("seed", 0))
+    state = model.state_dict()
+    report["backbone_parameters"] = sum(t.numel() for k, t in state.items() if prefix and k.startswith(prefix + "."))
+    report["missing_parameters"] = sum(state[k].numel() for k in report["missing"] if k in state)
+    _add_new_records(scan, model, state, fresh, options)
+    if report["status"] == "ran":
+        _verify_loaded(scan, state, fresh, report)
+    for name in report["unexpected"]:
+        if name in scan.by_name:
+            scan.by_name[name].origin_detail = f"unused by {type(model).__name__}"
+    scan.load_report = report
+
+
+def _load_report(model, info, status) -> dict:
+    mismatched = sorted([list(m) if isinstance(m, (tuple, list)) else [m] for m in (info.get("mismatched_keys") or [])])
+    return {"status": status, "model_class": type(model).__name__,
+            "base_model_prefix": getattr(model, "base_model_prefix", "") or "",
+            "missing": sorted(info.get("missing_keys") or []), "unexpected": sorted(info.get("unexpected_keys") or []),
+            "mismatched": [{"name": m[0], "checkpoint": list(m[1]) if len(m) > 1 else None,
+                            "model": list(m[2]) if len(m) > 2 else None} for m in mismatched],
+            "reinitialised": [], "verified": 0}
+
+
+def build_skeleton(recipe: dict):
+    """The task model on the meta device: every key and shape, no memory for the weights."""
+    import torch
+    import transformers
+
+    kw = {"num_labels": recipe["num_labels"]} if recipe.get("num_labels") else {}
+    trc = recipe["trust_remote_code"]
+    with hf.quiet_transformers():
+        try:
+            cls = hf.model_class(recipe)
+            config = transformers.AutoConfig.from_pretrained(recipe["path"], local_files_only=True, trust_remote_code=trc, **kw)
+            with torch.device("meta"):
+                if recipe["model_class"].startswith("AutoModel"):
+                    return cls.from_config(config, trust_remote_code=trc)
+                return cls(config)
+        except (OSError, ValueError, KeyError, RuntimeError, TypeError) as e:
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise InputError(recipe["path"], f"cannot build {recipe['model_class']}: {msg[:300]}") from None
+
+
+def _skeleton_info(model, ckpt) -> dict:
+    """Missing / unexpected / mismatched keys from names and shapes, as transformers would match them."""
+    prefix = getattr(model, "base_model_prefix", "") or ""
+    tied = getattr(model, "_tied_weights_keys", None) or {}
+    entries = {e.name: e for e in ckpt.entries}
+    missing, mismatched, used = [], [], set()
+    for key, t in model.state_dict().items():
+        ck = _shift_model_key(key, prefix, entries)
+        e = entries.get(ck)
+        if e is None:
+            if key not in tied:  # a tied weight is the other tensor: never missing on its own
+                missing.append(key)
+        elif tuple(e.shape) != tuple(t.shape):
+            mismatched.append((key, tuple(e.shape), tuple(t.shape)))
+            used.add(ck)
+        else:
+            used.add(ck)
+    return {"missing_keys": missing, "unexpected_keys": [n for n in entries if n not in used], "mismatched_keys": mismatched}
+
+
+def _materialise(model, keys, seed):
+    """Allocate and initialise, with the model's own ``_init_weights``, only the modules owning ``keys``."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for name in sorted({k.rsplit(".", 1)[0] for k in keys}):
+            module = model.get_submodule(name)
+            module.to_empty(device="cpu", recurse=False)
+            model._init_weights(module)
+
+
+def _add_new_records(scan, model, state, fresh, options):
+    """New parameters are checked as the model's own init set them."""
+    from . import stats as S
+
+    prefix = getattr(model, "base_model_prefix", "") or ""
+    for key in sorted(fresh):
+        t = state.get(key)
+        if t is None or t.is_meta:
+            continue
+        raw, dtype = torch_to_numpy(t)
+        rec = scan.by_name.get(_shift_model_key(key, prefix, scan.by_name))
+        if rec is None or tuple(rec.shape) != tuple(raw.shape):
+            if rec is not None:  # shape mismatch: the checkpoint tensor is discarded (IC203 reports it)
+                scan.records.remove(rec)
+            rec = T.make_record(key, tuple(raw.shape), dtype, "(task model)")
+            scan.records.append(rec)
+        rec.origin, rec.origin_detail = T.NEW, f"initialised by {type(model).__name__}"
+        rec.extra["init_by_model"] = True
+        rec.stats = S.compute(rec, raw, options)
+    scan.reindex()
+
+
+def _verify_loaded(scan, state, fresh, report):
+    """Silent re-initialisation: every loaded parameter must equal the bytes on disk."""
+    ckpt = scan.checkpoint
+    prefix = report["base_model_prefix"]
+    entries = {e.name: e for e in ckpt.entries}
+    for key, t in state.items():
+        if key in fresh:
+            continue
+        ck = _shift_model_key(key, prefix, entries)
+        e = entries.get(ck)
+        if e is None or e.numel != t.numel():
+            continue
+        raw, dtype = torch_to_numpy(t)
+        disk = ckpt.array(e)
+        report["verified"] += 1
+        if not _same(raw.reshape(disk.shape), dtype, disk, e.dtype):
+            ch = _change(key, raw.reshape(disk.shape), dtype, disk, e.dtype)
+            report["reinitialised"].append(ch)
+            if ck in scan.by_name:
+                scan.by_name[ck].extra["reinitialised"] = ch
+
+
+def _shift_model_key(key: str, prefix: str, names) -> str:
+    """The checkpoint name of a model parameter: the same, or with the base-model prefix added/dropped."""
+    if key in names or not prefix:
+        return key
+    if key.startswith(prefix + ".") and key[len(prefix) + 1:] in names:
+        return key[len(prefix) + 1:]
+    if prefix + "." + key in names:
+        return prefix + "." + key
+    return key
