@@ -49,6 +49,11 @@ def run(target, settings: Settings) -> Report:
         from .probe import run_probe
 
         run_probe(scan, settings, pack)
+    elif scan.facts.get("task_model_error"):  # --no-probe: the failed build is still said (IC300)
+        from .probe.trace import skipped
+
+        scan.probe = skipped(settings, (scan.facts.get("task_model") or {}).get("task"),
+                             scan.facts.get("task_model") or {}, scan.facts["task_model_error"])
     findings = run_rules(scan, pack, rules)
     from .policy import apply_policy
 
@@ -62,7 +67,7 @@ def scan_path(path, pack, settings: Settings):
 
     pickle_opts = pack.rules.get("IC401", {})  # pickles importing anything else are not loaded
     ckpt = open_checkpoint(path, safe_globals=list(pickle_opts.get("safe_globals", [])) + list(pickle_opts.get("allow", [])))
-    records = scan_mod.records_for(ckpt)
+    records = scan_mod.records_for(ckpt, pack.scan)
     scan = scan_mod.Scan(path=str(path), records=records, config=ckpt.config, checkpoint=ckpt,
                          files=[{"path": f.path, "size": f.size, "format": f.format} for f in ckpt.files])
     origins.assign(scan, settings)
@@ -74,10 +79,35 @@ def scan_path(path, pack, settings: Settings):
                    total_tensors=len(ckpt.entries)) as advance:
         scan_mod.compute_stats([scan.records[i] for i in order], arrays, pack.scan, advance)
     # the task model is built when named (--task), or from config.json's architectures when a probe may run
-    origins.finish(scan, settings, pack.scan, auto_task=_probe_enabled(settings, pack))
+    _finish_origins(scan, settings, pack)
     if settings.hashes:
         _hash_files(scan, ckpt)
     return scan
+
+
+def _finish_origins(scan, settings, pack):
+    """Build the task model and read its load report; a model that cannot be built is a finding.
+
+    The static findings stand on their own: a failed build (an unknown architecture, a missing
+    optional dependency, a config transformers refuses) becomes the probe's skip reason (IC300)
+    instead of exit 2. Only bad user input (``--task`` on a bare file) is still an InputError.
+    """
+    from . import origins
+    from .errors import InputError
+
+    try:
+        origins.finish(scan, settings, pack.scan, auto_task=_probe_enabled(settings, pack))
+    except InputError as e:
+        from .taskmodel import BuildError
+
+        if not isinstance(e, BuildError):
+            raise
+        scan.facts["task_model_error"] = e.problem
+    except Exception as e:  # a load-report bug must not hide the static findings
+        if not scan.facts.get("task_model"):
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        scan.facts["task_model_error"] = f"could not read the task model's load report: {type(e).__name__}: {msg[:300]}"
 
 
 def _hash_files(scan, ckpt):

@@ -6,7 +6,10 @@ from .errors import InputError
 from .findings import RANK
 
 TASKS = ("sequence-classification", "token-classification", "question-answering", "multiple-choice",
-         "causal-lm", "masked-lm", "seq2seq-lm")
+         "causal-lm", "masked-lm", "seq2seq-lm",
+         # beyond text: pixels, waveforms, spectrograms, and images inside a prompt
+         "image-classification", "zero-shot-image-classification", "audio-classification", "ctc",
+         "speech-seq2seq", "image-text-to-text")
 
 
 @dataclass

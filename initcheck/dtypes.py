@@ -95,3 +95,15 @@ def torch_to_numpy(t):
         # fp8 variants numpy can't hold: decode through torch
         return t.to(torch.float32).numpy(), "float32"
     return t.numpy(), name
+
+
+def numpy_to_torch(raw: np.ndarray, dtype: str):
+    """A torch tensor (a copy: mmap'd views are read-only) of stored values, the inverse of ``torch_to_numpy``."""
+    import torch
+
+    arr = np.array(raw)  # copy
+    if dtype == "bfloat16":
+        return torch.from_numpy(arr.view(np.int16)).view(torch.bfloat16)
+    if dtype in _FP8:
+        return torch.from_numpy(arr.view(np.uint8)).view(getattr(torch, dtype))
+    return torch.from_numpy(arr)

@@ -1,6 +1,10 @@
 """The init a fresh layer is expected to have, from the model's own conventions.
 
-- transformers models: normal(0, initializer_range) for Linear and Embedding weights.
+- transformers models: normal(0, std) for Linear and Embedding weights, where the std is read
+  from the config of the tensor's own sub-model (``vision_config``, ``text_config``, ...) under
+  one of its names: ``initializer_range`` (times CLIP's ``initializer_factor``), ``init_std``
+  (Whisper, BART, Marian), or T5's ``initializer_factor`` (factor·d_model^-0.5 for heads,
+  factor·1.0 for embeddings, the LM head and the token classifier).
 - otherwise, the band spanned by the common fan-based inits:
   PyTorch's default Linear init U(±1/sqrt(fan_in)) has std 1/sqrt(3·fan_in);
   Xavier/Glorot (tanh, sigmoid) has var 2/(fan_in+fan_out);
@@ -9,23 +13,82 @@
 """
 
 import math
+from dataclasses import dataclass
 
 from . import tensors as T
+
+
+@dataclass
+class InitStd:
+    """The init std a config declares for a tensor's sub-model, and where it was read."""
+
+    std: float | None          # normal(0, std) for Linear / Embedding weights; None: not declared
+    label: str                 # e.g. "vision_config.initializer_range=0.02"
+    model_type: str | None     # model_type of the sub-model (e.g. "gemma3_text")
+    t5_factor: float | None = None   # T5 semantics: heads factor·d_model^-0.5, embeddings factor·1.0
+    d_model: int | None = None
+
+
+def _pos(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+
+
+def _declared(cfg: dict, where: str):
+    """The init std one config dict declares, as ``InitStd`` fields, or None."""
+    prefix = f"{where}." if where else ""
+    ir, factor = cfg.get("initializer_range"), cfg.get("initializer_factor")
+    if _pos(ir):
+        if _pos(factor) and factor != 1:   # CLIP-style: initializer_range scaled by initializer_factor
+            return dict(std=ir * factor, label=f"{prefix}initializer_range×initializer_factor={ir * factor:g}")
+        return dict(std=float(ir), label=f"{prefix}initializer_range={ir:g}")
+    if _pos(cfg.get("init_std")):          # Whisper, BART, Marian, Pegasus, ...
+        return dict(std=float(cfg["init_std"]), label=f"{prefix}init_std={cfg['init_std']:g}")
+    d_model = cfg.get("d_model")
+    if _pos(factor) and _pos(d_model):     # T5 family: the std depends on the layer
+        return dict(std=None, label=f"{prefix}initializer_factor={factor:g}", t5_factor=float(factor),
+                    d_model=int(d_model))
+    return None
+
+
+def init_std(name: str, config: dict | None) -> InitStd:
+    """The init std for tensor ``name``: its own sub-config first, then the top level, then ``text_config``.
+
+    Example: in a LLaVA config, ``model.vision_tower.vision_model.encoder.layers.0.mlp.fc1.weight``
+    reads ``vision_config.initializer_range``; ``lm_head.weight`` (no top-level value) reads
+    ``text_config.initializer_range``.
+    """
+    where, sub = T.sub_config(name, config)
+    model_type = T.sub_model_type(name, config)
+    cfg = config if isinstance(config, dict) else {}
+    text = cfg.get("text_config")
+    for w, c in ((where, sub), ("", cfg), ("text_config", text if isinstance(text, dict) else {})):
+        found = _declared(c, w) if c else None
+        if found:
+            return InitStd(model_type=model_type, **found)
+    return InitStd(std=None, label="", model_type=model_type)
 
 
 def expected_std(rec, config: dict | None, strict: bool):
     """Return ``(low, high, label)``: the std band a freshly initialised ``rec`` should sit in.
 
     Args:
-        rec: the tensor.
+        rec: the tensor (its name picks the sub-model whose config is read).
         config: config.json, when the model has one.
         strict: True when the layer was initialised by the model's own ``_init_weights``
-            (a transformers task head), so initializer_range alone is expected.
+            (a transformers task head), so the declared init std alone is expected.
     """
-    ir = (config or {}).get("initializer_range")
-    if isinstance(ir, (int, float)) and not isinstance(ir, bool) and ir > 0 and strict:
-        return ir, ir, f"normal(0, initializer_range={ir:g})"
-    if rec.role == T.EMBEDDING and not (isinstance(ir, (int, float)) and ir > 0):
+    decl = init_std(rec.name, config)
+    ir, label = decl.std, decl.label
+    if decl.t5_factor is not None:
+        f = decl.t5_factor
+        head = f * decl.d_model ** -0.5
+        if rec.role == T.EMBEDDING:
+            return f, f, f"normal(0, {label}·1.0)"
+        if strict:
+            return head, f, f"{label}: normal(0, factor·d_model^-0.5={head:.3g}) for heads .. factor·1.0 for lm_head"
+    elif ir is not None and strict:
+        return ir, ir, f"normal(0, {label})"
+    if rec.role == T.EMBEDDING and ir is None:
         return 1.0, 1.0, "nn.Embedding default normal(0, 1)"
     fi, fo = max(rec.fan_in, 1), max(rec.fan_out, 1)
     conventions = {
@@ -33,7 +96,9 @@ def expected_std(rec, config: dict | None, strict: bool):
         "Xavier": math.sqrt(2 / (fi + fo)),
         "Kaiming": math.sqrt(2 / fi),
     }
-    if isinstance(ir, (int, float)) and not isinstance(ir, bool) and ir > 0:
-        conventions[f"initializer_range={ir:g}"] = float(ir)
+    if ir is not None:
+        conventions[label] = float(ir)
+    elif decl.t5_factor is not None:
+        conventions[f"{label}·fan_in^-0.5"] = decl.t5_factor / math.sqrt(fi)
     lo, hi = min(conventions.values()), max(conventions.values())
     return lo, hi, f"{lo:.3g}..{hi:.3g} (" + ", ".join(conventions) + f"; fan_in={fi}, fan_out={fo})"

@@ -1,6 +1,9 @@
-"""Where each tensor came from: pretrained, new (a task head), resized (added rows) or adapter.
+"""Where each tensor came from: pretrained, head (a stored task head), new (a head initialised by
+code), resized (added rows) or adapter.
 
-Four sources of truth, strongest last:
+Five sources of truth, strongest last:
+- structure (``heads``): a task class's tensors outside its backbone, timm's classifier, or the
+  terminal layer of a plain state dict are a stored head;
 - a PEFT adapter folder: LoRA tensors are adapters, ``modules_to_save`` copies are new;
 - ``--head GLOB``: the user names the new modules;
 - ``--base DIR``: a tensor absent from the base is new, a bigger embedding is resized, a
@@ -13,16 +16,18 @@ from fnmatch import fnmatchcase
 
 from . import tensors as T
 from .basediff import diff_base
+from .heads import label_static
 
 
 def assign(scan, settings):
-    """Label records before their statistics are computed (adapters, --head, --base)."""
+    """Label records before their statistics are computed (structure, adapters, --head, --base)."""
     ckpt = scan.checkpoint
     if ckpt is not None and ckpt.adapter_config is not None:
         label_adapter(scan.records, ckpt.adapter_config)
         scan.facts["adapter_config"] = ckpt.adapter_config
         adapter_base(scan, settings)
         return
+    label_static(scan)  # structure first: --head and --base below override it
     if ckpt is not None:
         entries = {e.name: e for e in ckpt.entries}
         apply_user_labels(scan, settings, lambda rec: ckpt.array(entries[rec.name]))
@@ -37,6 +42,9 @@ def apply_user_labels(scan, settings, array_of):
     for rec in scan.records:
         if any(fnmatchcase(rec.name, g) or fnmatchcase(rec.name, g + ".*") for g in settings.heads):
             rec.origin, rec.origin_detail = T.NEW, "--head"
+    for rec in scan.records:
+        if rec.origin != T.HEAD:   # relabelled by --head or --base: structure no longer explains it
+            rec.extra.pop("head_found", None)
 
 
 def finish(scan, settings, options, auto_task=True):

@@ -8,7 +8,7 @@ from pathlib import Path
 from . import __version__
 from . import tensors as T
 from .findings import RANK, SEVERITIES
-from .init_conventions import expected_std
+from .heads import found, reference_std
 
 SCHEMA = "initcheck/1"
 _CONFIG_KEYS = ("model_type", "architectures", "hidden_size", "num_hidden_layers", "num_attention_heads",
@@ -65,12 +65,17 @@ class Report:
         out = {s: sum(1 for f in self.findings if f.active and f.severity == s) for s in SEVERITIES}
         out["suppressed"] = sum(1 for f in self.findings if f.suppressed)
         out["baselined"] = sum(1 for f in self.findings if f.baselined and not f.suppressed)
+        # task-head tensors: stored in the checkpoint ("head") or initialised by code ("new")
+        out["heads"] = sum(1 for r in self.scan.records if r.origin == T.HEAD or (r.origin == T.NEW and r.role != T.BUFFER))
         return out
 
     def to_dict(self) -> dict:
         scan = self.scan
         cfg = scan.config or {}
-        new = {o: [r.name for r in scan.records if r.origin == o] for o in (T.NEW, T.ADAPTER)}
+        new = {o: [r.name for r in scan.records if r.origin == o] for o in (T.NEW, T.ADAPTER, T.HEAD)}
+        # heads, stored or initialised by code, with how each was found (--head, load report, structure)
+        heads = [{"name": r.name, "origin": r.origin, "found": found(r)} for r in scan.records
+                 if r.origin == T.HEAD or (r.origin == T.NEW and r.role != T.BUFFER)]
         resized = [{"name": r.name, "from_row": r.new_rows_from, "rows": r.rows}
                    for r in scan.records if r.origin == T.RESIZED]
         return {
@@ -93,7 +98,8 @@ class Report:
                 "config": {k: cfg[k] for k in _CONFIG_KEYS if k in cfg},
             },
             "new": {"new": new[T.NEW], "adapter": new[T.ADAPTER], "resized": resized,
-                    "pretrained": sum(1 for r in scan.records if r.origin == T.PRETRAINED)},
+                    "pretrained": sum(1 for r in scan.records if r.origin == T.PRETRAINED),
+                    "head": new[T.HEAD], "heads": heads},
             "load_report": scan.load_report,
             "findings": [f.to_dict() for f in self.findings],
             "rules": [_rule_row(r, self.pack.rules.get(r.id, {})) for r in self.rules],
@@ -142,7 +148,7 @@ def _tensor_row(r, config=None) -> dict:
                     "zero_fraction": _num(st.zeros / st.numel), "nonfinite": st.nonfinite,
                     "dup_rows": st.dup_exact_rows + st.dup_near_rows})
         if r.is_weight:  # the std a fresh init of this layer would have (the report's "expected band")
-            lo, hi, _ = expected_std(r, config, r.extra.get("init_by_model", False))
+            lo, hi, _ = reference_std(r, config)
             row.update({"expected_std_low": _num(lo), "expected_std_high": _num(hi)})
     elif st is not None and st.numel:
         row.update({"nonfinite": st.nonfinite})

@@ -44,8 +44,12 @@ class Scan:
         return None
 
 
-def records_for(ckpt) -> list:
-    return [T.make_record(e.name, e.shape, e.dtype, e.file) for e in ckpt.entries]
+def records_for(ckpt, options: dict | None = None) -> list:
+    """Records for a checkpoint's tensors; with the pack's ``[scan]`` options, 1+w norm gains are marked."""
+    records = [T.make_record(e.name, e.shape, e.dtype, e.file) for e in ckpt.entries]
+    if options is not None:
+        T.mark_offset_norms(records, ckpt.config, options.get("one_plus_w_model_types", ()))
+    return records
 
 
 def compute_stats(records, arrays, options: dict, progress=None, workers: int | None = None):

@@ -5,7 +5,7 @@ unexpected or mismatched; every loaded parameter is compared with the bytes on d
 silent re-initialisation. Models too big to load are judged from their meta-device skeleton.
 """
 
-from . import hf
+from . import heads, hf, timmfolder
 from . import tensors as T
 from .basediff import _change, _same
 from .dtypes import itemsize, torch_to_numpy
@@ -19,10 +19,28 @@ TASK_AUTO = {
     "causal-lm": ("AutoModelForCausalLM", "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES"),
     "masked-lm": ("AutoModelForMaskedLM", "MODEL_FOR_MASKED_LM_MAPPING_NAMES"),
     "seq2seq-lm": ("AutoModelForSeq2SeqLM", "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES"),
+    "image-classification": ("AutoModelForImageClassification", "MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES"),
+    "zero-shot-image-classification": ("AutoModelForZeroShotImageClassification",
+                                       "MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES"),
+    "audio-classification": ("AutoModelForAudioClassification", "MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES"),
+    "ctc": ("AutoModelForCTC", "MODEL_FOR_CTC_MAPPING_NAMES"),
+    "speech-seq2seq": ("AutoModelForSpeechSeq2Seq", "MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES"),
+    "image-text-to-text": ("AutoModelForImageTextToText", "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES"),
 }
 # a class name ending like this may name a task model; the auto mapping confirms it
 _TASK_SUFFIXES = ("ForSequenceClassification", "ForTokenClassification", "ForQuestionAnswering",
-                  "ForMultipleChoice", "ForCausalLM", "LMHeadModel", "ForMaskedLM", "ForConditionalGeneration")
+                  "ForMultipleChoice", "ForCausalLM", "LMHeadModel", "ForMaskedLM", "ForConditionalGeneration",
+                  "ForImageClassification", "ForImageClassificationWithTeacher", "ForAudioClassification",
+                  "ForCTC", "ForVisionText2Text")
+# the first mapping that names the class wins: Gemma3ForConditionalGeneration is also in the
+# causal-LM mapping, but its config has a vision tower, so it is an image-text-to-text model
+_DETECT_ORDER = ("image-text-to-text", "speech-seq2seq", "audio-classification", "ctc", "image-classification",
+                 "zero-shot-image-classification", "sequence-classification", "token-classification",
+                 "question-answering", "multiple-choice", "causal-lm", "masked-lm", "seq2seq-lm")
+
+
+class BuildError(InputError):
+    """The task model could not be built: reported as a skipped probe (IC300), never exit 2."""
 
 
 def task_recipe(scan, settings, auto_task=True) -> dict | None:
@@ -31,6 +49,8 @@ def task_recipe(scan, settings, auto_task=True) -> dict | None:
     ckpt = scan.checkpoint
     if ckpt is not None and getattr(ckpt, "refused", None):
         return None  # a weight file was refused as unsafe (IC401): transformers must not load it either
+    if ckpt is not None and ckpt.path.is_dir() and timmfolder.is_timm_config(cfg):
+        return _timm_recipe(scan, settings, auto_task)
     if ckpt is None or not ckpt.path.is_dir() or not cfg or ckpt.adapter_config is not None:
         if settings.task:
             raise InputError(scan.path, "--task needs a model folder with config.json")
@@ -43,19 +63,40 @@ def task_recipe(scan, settings, auto_task=True) -> dict | None:
     else:
         arch = cfg.get("architectures")
         arch = arch[0] if isinstance(arch, list) and arch and isinstance(arch[0], str) else None
-        if not arch or not arch.endswith(_TASK_SUFFIXES):
+        # CLIPModel / SiglipModel are their own (contrastive) task model: a bare "...Model" with a
+        # text and a vision tower is worth asking the mapping about; BertModel is not (and a
+        # base-model scan then never imports transformers)
+        contrastive = bool(arch) and arch.endswith("Model") and "text_config" in cfg and "vision_config" in cfg
+        if not arch or not (arch.endswith(_TASK_SUFFIXES) or contrastive):
             return None
-        from transformers.models.auto import modeling_auto
-
-        mt = cfg.get("model_type")
-        for name, (_, mapping) in TASK_AUTO.items():
-            if getattr(modeling_auto, mapping, {}).get(mt) == arch:
-                task, model_class = name, arch
-                break
+        task = detect_task(cfg.get("model_type"), arch)
         if task is None:
             return None
+        model_class = arch
     return {"path": str(ckpt.path), "task": task, "model_class": model_class, "num_labels": settings.num_labels,
             "trust_remote_code": bool(settings.trust_remote_code), "seed": settings.seed}
+
+
+def _timm_recipe(scan, settings, auto_task) -> dict | None:
+    """A timm folder is an image classifier, built by timm (when installed) from its config."""
+    if settings.task not in (None, "image-classification"):
+        raise InputError(scan.path, f"a timm model folder is an image classifier: --task {settings.task} does not fit it")
+    if not settings.task and not auto_task:
+        return None
+    return {"path": str(scan.checkpoint.path), "task": "image-classification", "library": "timm",
+            "model_class": f"timm:{scan.config['architecture']}", "num_labels": settings.num_labels,
+            "trust_remote_code": False, "seed": settings.seed, "heads": timmfolder.classifier_prefixes(scan.config)}
+
+
+def detect_task(model_type, arch: str) -> str | None:
+    """The task whose transformers auto mapping names class ``arch`` for ``model_type``."""
+    from transformers.models.auto import modeling_auto
+
+    for name in _DETECT_ORDER:
+        named = getattr(modeling_auto, TASK_AUTO[name][1], {}).get(model_type)
+        if named == arch or (isinstance(named, (tuple, list)) and arch in named):
+            return name
+    return None
 
 
 def build_task_model(recipe: dict):
@@ -65,11 +106,35 @@ def build_task_model(recipe: dict):
         ``(model, loading_info)`` with missing / unexpected / mismatched keys.
     """
     try:
+        if recipe.get("library") == "timm":
+            return timmfolder.build(recipe["path"], _config_json(recipe["path"]), recipe.get("seed", 0),
+                                    labels=recipe.get("num_labels"))
         # ignore_mismatched_sizes: a head of the wrong size becomes a finding (IC203), not a crash
         return hf.from_pretrained(recipe, recipe.get("seed", 0), output_loading_info=True, ignore_mismatched_sizes=True)
-    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(recipe["path"], f"cannot build {recipe['model_class']}: {msg[:300]}") from None
+    except Exception as e:  # noqa: BLE001 - any failure is a finding (IC300), the static checks still report
+        raise BuildError(recipe["path"], build_failure(recipe, e)) from None
+
+
+def _config_json(folder) -> dict:
+    from pathlib import Path
+
+    from .loader import read_json
+
+    return read_json(Path(folder) / "config.json", "config.json", "config.json")
+
+
+def build_failure(recipe: dict, e: Exception) -> str:
+    """One line: why ``recipe``'s model could not be built, and what to pass or install."""
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if isinstance(e, InputError) and recipe.get("library") == "timm":
+        return f"cannot build {recipe['model_class']}: {e.problem}"
+    msg = f"cannot build {recipe['model_class']}: {type(e).__name__}: {msg[:300]}"
+    missing = getattr(e, "name", None) if isinstance(e, ImportError) else None
+    if missing or "pip install" in str(e):
+        return msg + (f"; pip install {missing.split('.')[0]}" if missing and "pip install" not in msg else "")
+    if recipe.get("task") and recipe["model_class"].startswith("AutoModel"):
+        return msg + "; check that --task fits this config (and pass --num-labels for a new head)"
+    return msg + "; pass --task (and --num-labels) to build a different task model"
 
 
 def load_task_model(scan, recipe, options):
@@ -82,7 +147,7 @@ def load_task_model(scan, recipe, options):
     ckpt = scan.checkpoint
     need = sum(e.numel * itemsize(e.dtype) for e in ckpt.entries)
     share, avail = options["task_model_memory_fraction"], hf.mem_available()
-    if avail is None or need <= share * avail:
+    if avail is None or need <= share * avail or recipe.get("library") == "timm":
         model, info = build_task_model(recipe)
         report = _load_report(model, info, "ran")
     else:
@@ -99,6 +164,8 @@ def load_task_model(scan, recipe, options):
     report["backbone_parameters"] = sum(t.numel() for k, t in state.items() if prefix and k.startswith(prefix + "."))
     report["missing_parameters"] = sum(state[k].numel() for k in report["missing"] if k in state)
     _add_new_records(scan, model, state, fresh, options)
+    # stored heads (outside base_model_prefix) and the std the model's own init gives them
+    heads.label_from_model(scan, model, fresh, recipe, lambda k: _shift_model_key(k, prefix, scan.by_name))
     if report["status"] == "ran":
         _verify_loaded(scan, state, fresh, report)
     for name in report["unexpected"]:
@@ -132,9 +199,8 @@ def build_skeleton(recipe: dict):
                 if recipe["model_class"].startswith("AutoModel"):
                     return cls.from_config(config, trust_remote_code=trc)
                 return cls(config)
-        except (OSError, ValueError, KeyError, RuntimeError, TypeError) as e:
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise InputError(recipe["path"], f"cannot build {recipe['model_class']}: {msg[:300]}") from None
+        except Exception as e:  # noqa: BLE001 - as build_task_model: a finding, not a crash
+            raise BuildError(recipe["path"], build_failure(recipe, e)) from None
 
 
 def _skeleton_info(model, ckpt) -> dict:

@@ -153,11 +153,172 @@ def locate(name: str, shape: tuple):
     A numeric path component counts as a block index only when a module path follows it
     (``layers.3.mlp.down_proj.weight``), not when it indexes a Sequential directly
     (``head.0.weight``), so the layers of a small head are not mistaken for siblings.
+
+    ``block`` and ``layer`` come from the first such index (``swin.encoder.layers.0``, 0).
+    The group key replaces *every* block index, so the blocks of hierarchical backbones
+    (stages x blocks: ``swin.encoder.layers.*.blocks.*.output.dense.weight``) are siblings too,
+    and keeps only the shape's rank, whether it widens, narrows or keeps the width, and its
+    kernel (``[2:=]``, ``[4:<:1x1]``): stages differ in width, the part a layer plays does not.
     """
+    block = layer = None
+    pattern, last = [], 0
     for m in _NUM.finditer(name):
-        rest = name[m.end():]
-        if "." in rest:
-            block = name[: m.start()] + "." + m.group(1)
-            group = name[: m.start()] + ".*." + rest
-            return block, int(m.group(1)), f"{group}{list(shape)}"
-    return None, None, f"{name}{list(shape)}"
+        if "." not in name[m.end():]:
+            continue
+        if block is None:
+            block, layer = name[: m.start()] + "." + m.group(1), int(m.group(1))
+        pattern.append(name[last: m.start()] + ".*")
+        last = m.end() - 1
+    if block is None:
+        return None, None, f"{name}{list(shape)}"
+    pattern.append(name[last:])
+    sig = [str(len(shape))]
+    if len(shape) >= 2:   # widening, narrowing or square: a bottleneck's reduce and expand convs differ
+        sig.append(">" if shape[0] > shape[1] else "<" if shape[0] < shape[1] else "=")
+        sig += ["x".join(map(str, shape[2:]))] if len(shape) > 2 else []
+    return block, layer, "".join(pattern) + "[" + ":".join(sig) + "]"
+
+
+def _block_indices(tokens) -> list:
+    """Positions of the block indices in a split name (numbers followed by a module path)."""
+    return [i for i in range(1, len(tokens) - 2) if tokens[i].isdigit()]
+
+
+def sibling_groups(records) -> dict:
+    """Group the records that sit in repeated blocks into siblings: ``{key: [records]}`` (IC106).
+
+    Starts from ``rec.group`` (every block index replaced), then keeps an index where it numbers
+    modules of different kinds rather than copies of one block: T5's ``block.3.layer.0`` is
+    self-attention and ``layer.2`` the feed-forward part, so their ``layer_norm`` gains are not
+    siblings. An index counts as numbering different kinds when no weight (linear, conv,
+    embedding) sits under every module it numbers; Swin's stages share their blocks' weights
+    (only the last lacks a ``downsample``) and stay siblings.
+    """
+    inside = [r for r in records if r.block is not None]
+    common = {}   # slot (prefix with indices replaced) -> weight paths under every module it numbers
+    split = []
+    for r in inside:
+        tokens = r.name.split(".")
+        idx = _block_indices(tokens)
+        split.append((r, tokens, idx))
+        if r.role not in WEIGHT_ROLES:
+            continue
+        wild = ["*" if i in idx else t for i, t in enumerate(tokens)]
+        per_instance = {}
+        for i in idx:
+            per_instance[(".".join(wild[:i]), ".".join(tokens[: i + 1]))] = ".".join(wild[i + 1:])
+        for (slot, instance), child in per_instance.items():
+            common.setdefault(slot, {}).setdefault(instance, set()).add(child)
+    kinds = set()
+    for slot, instances in common.items():
+        shared = set.intersection(*instances.values())
+        if not shared and len(instances) > 1:
+            kinds.add(slot)
+    groups = {}
+    for r, tokens, idx in split:
+        key = r.group
+        if kinds:
+            wild = list(tokens)
+            for i in idx:
+                if ".".join("*" if j in idx else t for j, t in enumerate(tokens[:i])) not in kinds:
+                    wild[i] = "*"
+            key = ".".join(wild) + r.group[r.group.rfind("["):]
+        groups.setdefault(key, []).append(r)
+    return groups
+
+
+# path component -> the config keys of the sub-model it opens (composite models: LLaVA, CLIP,
+# Gemma3, encoder-decoder pairs); a key counts only where the config holds it as a dict
+_SUB_MODELS = {
+    "vision_tower": ("vision_config",), "vision_model": ("vision_config",), "visual": ("vision_config",),
+    "vision_encoder": ("vision_config",), "image_encoder": ("vision_config",),
+    "language_model": ("text_config",), "text_model": ("text_config",), "text_encoder": ("text_config",),
+    "text_decoder": ("text_config",),
+    "audio_tower": ("audio_config",), "audio_model": ("audio_config",), "audio_encoder": ("audio_config",),
+    "qformer": ("qformer_config",),
+    "encoder": ("encoder", "encoder_config"), "decoder": ("decoder", "decoder_config"),
+}
+
+
+def sub_config(name: str, config: dict | None) -> tuple[str, dict]:
+    """The config of the sub-model a tensor belongs to: ``(path of keys, that dict)``.
+
+    Walks the name's components: ``model.vision_tower.vision_model.encoder...`` opens
+    ``vision_config``; ``model.language_model.layers...`` opens ``text_config``; a nested
+    composite opens further. Tensors outside any sub-model (projectors, task heads) get
+    ``("", config)``. Never guesses: a component opens a sub-config only where one exists.
+    """
+    if not isinstance(config, dict):
+        return "", {}
+    path, cfg = [], config
+    for part in name.split(".")[:-1]:
+        for key in _SUB_MODELS.get(part, ()):
+            sub = cfg.get(key)
+            if isinstance(sub, dict):
+                path.append(key)
+                cfg = sub
+                break
+    return ".".join(path), cfg
+
+
+def sub_model_type(name: str, config: dict | None) -> str | None:
+    """``model_type`` of the tensor's own sub-model (e.g. ``gemma3_text``, ``siglip_vision_model``)."""
+    _, cfg = sub_config(name, config)
+    mt = cfg.get("model_type") if cfg else None
+    if not isinstance(mt, str) and isinstance(config, dict):
+        mt = config.get("model_type")
+    return mt if isinstance(mt, str) else None
+
+
+def mark_offset_norms(records, config: dict | None, model_types=(), offset_names=None) -> int:
+    """Mark norm gains applied as ``x * (1 + w)``: ``rec.extra["gain_offset"] = 1.0``. Returns the count.
+
+    Such gains (Gemma, Gemma2/3, RecurrentGemma, Nemotron's LayerNorm1P, ...) start at zero and
+    are judged by the effective gain ``1 + w`` (IC102, IC106, IC107).
+
+    Args:
+        records: the scan's records (only ``NORM_GAIN`` ones are looked at).
+        config: config.json; each gain is judged by the ``model_type`` of its own sub-model
+            (Gemma3's text model is 1+w, its SigLIP vision tower is not).
+        model_types: model types whose norms compute 1+w (``[scan] one_plus_w_model_types``).
+        offset_names: parameter names known to be 1+w (from ``offset_norm_modules(module)``);
+            when given, they decide instead of the model types.
+    """
+    types = set(model_types or ())
+    n = 0
+    for rec in records:
+        if rec.role != NORM_GAIN:
+            continue
+        hit = (rec.name in offset_names) if offset_names is not None else sub_model_type(rec.name, config) in types
+        if hit:
+            rec.extra["gain_offset"] = 1.0
+            n += 1
+        else:
+            rec.extra.pop("gain_offset", None)
+    return n
+
+
+_ONE_PLUS_W = re.compile(r"\b1(?:\.0*)?\s*\+\s*self\.weight\b|\bself\.weight(?:\.float\(\))?\s*\+\s*1(?:\.0*)?\b")
+_offset_classes: dict = {}
+
+
+def offset_norm_modules(module) -> set:
+    """Names of the parameters of ``module`` used as ``1 + weight`` (the in-memory path).
+
+    A norm module counts when its class's ``forward`` source adds 1 to ``self.weight``
+    (read once per class); modules whose source cannot be read do not count.
+    """
+    import inspect
+
+    out = set()
+    for name, m in module.named_modules():
+        cls = type(m)
+        if cls not in _offset_classes:
+            try:
+                src = inspect.getsource(cls.forward)
+            except (OSError, TypeError, AttributeError):
+                src = ""
+            _offset_classes[cls] = bool(_ONE_PLUS_W.search(src))
+        if _offset_classes[cls] and getattr(m, "weight", None) is not None:
+            out.add(f"{name}.weight" if name else "weight")
+    return out

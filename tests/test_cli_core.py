@@ -66,7 +66,8 @@ def test_fail_on_levels(cli, make_model):
 def test_text_output_has_verdict_counts_and_groups(cli, roberta_zero_head):
     r = cli(roberta_zero_head, "--no-probe")
     lines = r.stdout.splitlines()
-    assert lines[1].startswith("FAIL  2 error(s), 0 warning(s)")
+    # the stored classifier is a task head: the "what is new" line comes before the verdict
+    assert lines[1].startswith("what is new: 4 head, ") and lines[2].startswith("FAIL  2 error(s), 0 warning(s)")
     assert "Errors (2)" in r.stdout and "classifier.dense.weight" in r.stdout and "\x1b[" not in r.stdout
 
 

@@ -5,9 +5,11 @@ tensor data is touched; ``Checkpoint.arrays()`` then yields mmap-backed numpy vi
 that peak memory is bounded by the largest tensor, not by the checkpoint.
 
 Untrusted input: every file is opened read-only; nothing outside the model folder is read
-(shard paths and symlinks are resolved and checked); pickle files are scanned before they are
-loaded and refused when they import anything outside the allowlist; custom code (``*.py``,
-``auto_map``) is only recorded, never imported. Every failure is a one-line ``InputError``.
+(shard paths and symlinks are resolved and checked); pickle files are parsed once, the way torch
+would read them (``pickle_scan``, ``zipfile_strict``), refused when they import anything outside
+the allowlist, and read from that same parse by a restricted reader (``pickle_reader``);
+safetensors offsets must tile the data exactly; custom code (``*.py``, ``auto_map``) is only
+recorded, never imported. Every failure is a one-line ``InputError``.
 
 A missing config.json is legal (single files, adapters, timm/diffusers folders): rules then
 judge new layers by fan-based inits instead of ``initializer_range``. A config.json that is
@@ -81,7 +83,7 @@ class Checkpoint:
 
     def all_mapped(self) -> bool:
         """Every tensor is a view of an mmap'd file: reading them in any order costs nothing extra."""
-        return all(isinstance(r, SafetensorsFile) for r in self.readers.values())
+        return all(isinstance(r, SafetensorsFile) or getattr(r, "mapped", False) for r in self.readers.values())
 
     def arrays(self):
         """Yield ``(entry, raw numpy array)`` in file order, one tensor at a time."""

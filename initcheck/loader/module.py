@@ -4,6 +4,8 @@ Read-only: parameters are read through ``detach()`` (copied to the CPU when they
 GPU), nothing is called on the module, and its training mode is restored on the way out.
 """
 
+import sys
+
 from .. import tensors as T
 from ..dtypes import torch_to_numpy
 from ..errors import InputError
@@ -23,12 +25,29 @@ _TASKS = (
     ("ForMaskedLM", "masked-lm"),
     ("ForConditionalGeneration", "seq2seq-lm"),
     ("ForSeq2SeqLM", "seq2seq-lm"),
+    ("ForImageClassification", "image-classification"),
+    ("ForImageClassificationWithTeacher", "image-classification"),
+    ("ForAudioClassification", "audio-classification"),
+    ("ForCTC", "ctc"),
+    ("ForVisionText2Text", "image-text-to-text"),
 )
 
 
 def guess_task(module) -> str | None:
-    """The task of a transformers task model, from its class name; None for anything else."""
+    """The task of a transformers task model: the auto mapping that names its class for its
+    ``model_type`` (Wav2Vec2ForSequenceClassification is audio, Gemma3ForConditionalGeneration
+    image-text-to-text), else its class-name suffix; None for anything else."""
     name = type(module).__name__
+    model_type = getattr(getattr(module, "config", None), "model_type", None)
+    if isinstance(model_type, str) and "transformers" in sys.modules:  # a transformers model: already imported
+        try:
+            from ..taskmodel import detect_task
+
+            task = detect_task(model_type, name)
+        except Exception:  # noqa: BLE001 - an old transformers without a mapping: the suffix decides
+            task = None
+        if task:
+            return task
     for suffix, task in _TASKS:
         if name.endswith(suffix):
             return task

@@ -1,37 +1,54 @@
 """Read pickle-based checkpoints (.bin, .pt, .pth, .ckpt) without executing them.
 
-Two locks, in order:
-1. the opcode stream is scanned first (``pickle_scan``): a file that imports any global outside
-   the allowlist (``rules/default.toml``, rule IC401) is not loaded at all;
-2. the rest is read only with ``torch.load(weights_only=True)``, whose restricted unpickler
-   refuses anything outside torch's own allowlist. We never fall back to a full unpickle.
+One parse decides (``pickle_scan.parse_file``): the zip archive is resolved as torch's reader
+resolves it, every pickle torch would unpickle is read as ``pickle.load`` reads it. Then, in order:
+
+1. the scan: a file that imports any global outside the allowlist (``rules/default.toml``, rule
+   IC401) is not loaded at all;
+2. the reader (``pickle_reader``): the same parsed opcodes are interpreted by a restricted
+   unpickler that knows only tensors, storages and containers, every tensor is bounds-checked
+   against its storage record, and tensors are mmap'd numpy views. No torch import;
+3. only for a layout the reader does not know (compressed or big-endian storages, tensor
+   subclasses, a global the user allowed): ``torch.load(weights_only=True)``, on a torch without
+   the known weights-only CVEs (``TORCH_FLOOR``). ``INITCHECK_NO_TORCH_LOAD=1`` (or
+   ``TORCH_LOAD_FALLBACK = False``) turns this step off: such files are then refused.
 """
 
 import os
 
-import numpy as np
-
 from ..dtypes import torch_to_numpy
 from ..errors import InputError
-from .pickle_scan import ZIP_MAGIC, is_allowed, scan_file
+from .pickle_reader import WRAPPER_KEYS, NeedsTorch, read_tensors, view
+from .pickle_scan import ZIP_MAGIC, is_allowed, parse_file
 from .safetensors_file import Entry, check_name
+
+# torch.load(weights_only=True) could run code from a crafted file before 2.6 (CVE-2025-32434) and
+# read or write out of bounds from a crafted storage before 2.10 (CVE-2026-24747)
+TORCH_FLOOR = (2, 10)
+# False (or INITCHECK_NO_TORCH_LOAD=1): never hand a file to torch.load; layouts the reader does not know are refused
+TORCH_LOAD_FALLBACK = True
 
 # what the stats can decode; anything else (complex, quantized, int4, ...) is refused with a message
 _SUPPORTED = {"float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz",
               "float8_e5m2fnuz", "int64", "int32", "int16", "int8", "uint8", "uint16", "uint32", "uint64", "bool"}
 
-# nested checkpoint layouts seen in the wild: {"state_dict": {...}}, {"model": {...}}, ...
-_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "ema")
+
+def torch_load_allowed() -> bool:
+    """Whether a file the reader does not know may be handed to torch.load."""
+    return TORCH_LOAD_FALLBACK and os.environ.get("INITCHECK_NO_TORCH_LOAD", "") in ("", "0")
 
 
 class PickleFile:
-    """A state dict loaded from a pickle-based file, memory-mapped where the format allows.
+    """A state dict read from a pickle-based file, memory-mapped.
 
     Args:
         path: the file on disk.
         relpath: how to name it in messages and reports.
         safe_globals: the globals the file may import; with any other it is refused (not loaded,
             ``refused`` lists the offenders and ``entries`` is empty).
+
+    Attributes:
+        reader: ``"initcheck"`` (our reader), ``"torch.load"`` (the fallback) or None (refused).
     """
 
     def __init__(self, path, relpath: str, safe_globals=()):
@@ -39,26 +56,77 @@ class PickleFile:
         self.relpath = relpath
         self.size = os.path.getsize(self.path)
         self.metadata = {}
-        self.globals = scan_file(self.path, relpath)
+        self._parsed = parse_file(self.path, relpath)
+        self.globals = self._parsed.globals
         self.refused = [g for g in self.globals if not is_allowed(g, safe_globals)]
-        self._tensors = {} if self.refused else _flatten(_load(self.path, relpath), relpath)
-        self.entries = [
-            Entry(name=name, dtype=str(t.dtype).replace("torch.", ""), shape=tuple(t.shape), file=relpath)
-            for name, t in self._tensors.items()
-        ]
+        self._tensors, self._torch, self._buf, self.reader = {}, {}, None, None
+        if self.refused:
+            self._parsed.close()
+        else:
+            self._read()
+        tensors = self._tensors or self._torch
+        self.entries = [Entry(name=name, dtype=_dtype(t), shape=tuple(t.shape), file=relpath) for name, t in tensors.items()]
 
-    def array(self, entry: Entry) -> np.ndarray:
-        arr, _ = torch_to_numpy(self._tensors[entry.name])
-        return arr
+    @property
+    def mapped(self) -> bool:
+        """Every tensor is a view of the mmap'd file."""
+        return self.reader == "initcheck"
+
+    def _read(self):
+        try:
+            found = read_tensors(self._parsed, self.relpath)
+        except NeedsTorch as e:
+            self._parsed.close()
+            if not torch_load_allowed():
+                raise InputError(self.relpath, f"initcheck cannot read this layout itself ({e}) and the torch.load fallback is off") from None
+            self._torch = _flatten(_load(self.path, self.relpath, e.mmap_ok), self.relpath)
+            self.reader = "torch.load"
+            return
+        except (IndexError, KeyError, ValueError, TypeError, AttributeError, RecursionError, MemoryError) as e:
+            self._parsed.close()
+            raise InputError(self.relpath, f"malformed pickle: {type(e).__name__}: {str(e)[:160]}") from None
+        self._tensors, self._offsets = found.tensors, found.offsets
+        self._buf = self._parsed.buf
+        self._parsed.close()  # the opcodes are no longer needed; the map stays for the views
+        self.reader = "initcheck"
+
+    def array(self, entry: Entry):
+        if self._torch:
+            arr, _ = torch_to_numpy(self._torch[entry.name])
+            return arr
+        t = self._tensors[entry.name]
+        return view(self._buf, t, self._offsets[t.storage])
 
     def close(self):
-        self._tensors = {}
+        self._tensors, self._torch, self._buf = {}, {}, None
+        self._parsed.close()
 
 
-def _load(path: str, rel: str):
+def _dtype(t) -> str:
+    return t.dtype if isinstance(t.dtype, str) else str(t.dtype).replace("torch.", "")
+
+
+def check_torch_version(rel: str, version: str | None = None):
+    """Refuse to hand a pickle to torch.load on a torch with known weights-only CVEs."""
+    if version is None:
+        import torch
+
+        version = torch.__version__
+    try:
+        have = tuple(int(x) for x in version.split("+")[0].split(".")[:2])
+    except ValueError:
+        have = (0, 0)
+    if have < TORCH_FLOOR:
+        need = ".".join(map(str, TORCH_FLOOR))
+        raise InputError(rel, f"needs torch.load, and torch {version} has known weights-only loader CVEs "
+                              f"(CVE-2025-32434, CVE-2026-24747): install torch>={need}")
+
+
+def _load(path: str, rel: str, mmap_ok: bool = True):
     import pickle
     import zipfile
 
+    check_torch_version(rel)
     import torch
 
     with open(path, "rb") as f:
@@ -66,14 +134,14 @@ def _load(path: str, rel: str):
     # legacy (pre-1.6) torch files start with a pickle protocol opcode: 0x80
     if head != ZIP_MAGIC and head[:1] != b"\x80":
         raise InputError(rel, "not a PyTorch checkpoint (neither a zip archive nor a pickle stream)")
-    for mmap_ok in (True, False):
+    for use_mmap in (True, False) if mmap_ok else (False,):
         try:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap_ok)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=use_mmap)
         except pickle.UnpicklingError as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise InputError(rel, f"refused by the weights-only unpickler: {first[:200]}") from None
         except RuntimeError as e:
-            if mmap_ok and "mmap" in str(e):
+            if use_mmap and "mmap" in str(e):
                 continue  # legacy format: load without mmap
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise InputError(rel, f"cannot read PyTorch checkpoint: {first[:200]}") from None
@@ -85,7 +153,7 @@ def _load(path: str, rel: str):
 def _flatten(obj, rel: str) -> dict:
     import torch
 
-    for key in _WRAPPER_KEYS:
+    for key in WRAPPER_KEYS:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
             break

@@ -1,24 +1,39 @@
-"""List the globals a pickle-based checkpoint would import, without unpickling it.
+"""Parse a pickle-based checkpoint exactly as a loader would read it, without unpickling it.
 
 A pickle is a small program: ``GLOBAL``/``STACK_GLOBAL``/``INST`` import any callable by name
-and ``REDUCE`` calls it, so ``os.system("...")`` is three opcodes. Like picklescan and
-modelscan we walk the opcode stream with ``pickletools.genops`` (which only parses) and
-simulate just enough of the stack and memo to recover the names that ``STACK_GLOBAL`` pops.
-Whatever cannot be resolved is reported as such, never assumed safe.
+and ``REDUCE`` calls it, so ``os.system("...")`` is three opcodes. We walk the opcode stream with
+``pickletools.genops`` (which only parses) and simulate just enough of the stack and memo to
+recover the names that ``STACK_GLOBAL`` pops. Whatever cannot be resolved is reported as such,
+never assumed safe.
 
-Covered layouts: the zip format of ``torch.save`` (every ``*.pkl`` member, ``data.pkl`` among
-them) and the legacy format (up to five pickles in a row, all that ``torch.load`` unpickles
-before the raw storage bytes).
+The point of this module is that the bytes we scan are the bytes a loader executes
+(``parse_file`` is the one parse that both the scan and ``pickle_reader`` use):
+
+- zip archives (``torch.save``) are parsed by ``zipfile_strict``, which resolves members the way
+  torch's miniz-based reader does and refuses any archive on which readers could disagree;
+- framing (protocol 4+) is held to what ``pickle.dump`` writes: a ``FRAME``'s length must end on
+  an opcode boundary, no opcode may cross it, and a frame open at ``STOP`` must end there. A loader
+  reading from a file consumes whole frames, so a looser frame would move where it reads the next
+  pickle from (fickling's frame-boundary tricks);
+- ``GLOBAL``/``INST`` names are read from the raw bytes as ``pickle`` decodes them (UTF-8, no
+  escapes) and mapped through ``_compat_pickle`` (``__builtin__`` -> ``builtins``) as torch does,
+  before any allow/deny decision;
+- a legacy (pre-1.6) torch file is five pickles in a row (magic number, protocol version, sys
+  info, the object, the storage keys) and raw storages after them; every one of them is read.
+  torch tries ``tarfile`` first, so a file that is also a tar archive is refused.
 """
 
+import _compat_pickle
 import io
 import mmap
 import os
 import pickletools
-import zipfile
+import tarfile
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
 from ..errors import InputError
+from .zipfile_strict import StrictZip, ZipError
 
 # a data.pkl holds ~100 bytes per tensor: 64 MiB is ~600k tensors, far above any real model
 MAX_PICKLE_BYTES = 64 * 1024 * 1024
@@ -26,6 +41,8 @@ MAX_PICKLE_BYTES = 64 * 1024 * 1024
 MAX_OPCODES = 5_000_000
 # legacy torch.load unpickles: magic number, protocol version, sys_info, the object, storage keys
 LEGACY_PICKLES = 5
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+LEGACY_PROTOCOL = 1001
 UNRESOLVED = "<unresolved>"
 ZIP_MAGIC = b"PK\x03\x04"
 
@@ -37,33 +54,82 @@ _ANY = object()
 
 
 class PickleScanError(Exception):
-    """The opcode stream is malformed or too large to scan."""
+    """The opcode stream is malformed, ambiguous or too large to scan."""
+
+
+@dataclass
+class Pickle:
+    """One pickle as a loader reads it: its opcodes ``(name, arg, pos)`` and where it ends."""
+
+    where: str
+    ops: list
+    start: int
+    end: int
+
+
+@dataclass
+class Parsed:
+    """A pickle-based checkpoint, parsed once for the scan and the reader.
+
+    ``kind`` is ``"zip"`` (torch.save), ``"legacy"`` (pre-1.6 torch.save: ``pickles`` holds all
+    five and ``data_start`` is where the raw storages begin) or ``"pickle"`` (any other pickle
+    file: what ``torch.load`` would refuse after running its first pickle).
+    """
+
+    kind: str
+    buf: object  # the mmap of the file
+    globals: list = field(default_factory=list)
+    pickles: list = field(default_factory=list)
+    zip: StrictZip | None = None
+    data_start: int = 0
+
+    def close(self):
+        # numpy views may still point into the map (they do not pin it: closing it would leave them
+        # dangling); dropping our references is enough, the map closes when the last view goes away
+        self.zip = None
+        self.pickles = []
+        self.buf = None
 
 
 def scan_file(path: str, rel: str) -> list:
     """The globals (``module.name``) that unpickling ``path`` would import, in order, deduplicated.
 
     Raises:
-        InputError: the file is empty, not a zip nor a pickle, or its pickle stream is malformed.
+        InputError: the file is empty, not a zip nor a pickle, ambiguous, or its pickle stream is malformed.
+    """
+    parsed = parse_file(path, rel)
+    buf = parsed.buf
+    parsed.close()
+    buf.close()  # no view was made from it
+    return parsed.globals
+
+
+def parse_file(path: str, rel: str) -> Parsed:
+    """Parse ``path`` the way ``torch.load`` reads it; see the module docstring.
+
+    Raises:
+        InputError: one line naming ``rel`` and the problem.
     """
     try:
         size = os.path.getsize(path)
         if size == 0:
             raise InputError(rel, "empty file: not a PyTorch checkpoint")
         with open(path, "rb") as f:
-            magic = f.read(4)
-        # decide zip or legacy the way torch.load does: by the first bytes, not the zip trailer
-        if magic == ZIP_MAGIC:
-            found = _scan_zip(path)
-        else:
-            found = _scan_legacy(path)
-    except PickleScanError as e:
+            buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            # decide zip or legacy the way torch.load does: by the first bytes, not the zip trailer
+            parsed = _parse_zip(buf) if buf[:4] == ZIP_MAGIC else _parse_legacy(buf, path)
+        except BaseException:
+            buf.close()
+            raise
+    except (PickleScanError, ZipError) as e:
         raise InputError(rel, f"cannot scan pickle stream: {e}") from None
     except InputError:
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, NotImplementedError, RuntimeError) as e:
+    except (OSError, ValueError, EOFError, NotImplementedError, RuntimeError) as e:
         raise InputError(rel, f"cannot scan pickle stream: {type(e).__name__}: {str(e)[:200]}") from None
-    return list(dict.fromkeys(found))
+    parsed.globals = list(dict.fromkeys(g for p in parsed.pickles for g in globals_in_ops(p.ops)))
+    return parsed
 
 
 def is_allowed(name: str, allow) -> bool:
@@ -71,66 +137,184 @@ def is_allowed(name: str, allow) -> bool:
     return any(name == a or (any(c in a for c in "*?[") and fnmatchcase(name, a)) for a in allow)
 
 
-def _scan_zip(path: str) -> list:
-    found = []
-    with zipfile.ZipFile(path) as zf:
-        members = [i for i in zf.infolist() if i.filename.endswith(".pkl")]
-        if not members:
-            raise PickleScanError("zip archive holds no data.pkl (not a torch.save file)")
-        for info in members:
-            if info.file_size > MAX_PICKLE_BYTES:
-                raise PickleScanError(f"{info.filename} is {info.file_size} bytes, over the {MAX_PICKLE_BYTES} byte limit")
-            with zf.open(info) as fh:
-                data = fh.read(MAX_PICKLE_BYTES + 1)  # the declared size may lie
-            if len(data) > MAX_PICKLE_BYTES:
-                raise PickleScanError(f"{info.filename} is over the {MAX_PICKLE_BYTES} byte limit")
-            found += globals_in_stream(io.BytesIO(data), info.filename)
-    return found
+def _parse_zip(buf) -> Parsed:
+    zf = StrictZip(buf)
+    data = zf.record("data.pkl")
+    if data is None:
+        raise PickleScanError(f"zip archive holds no {zf.folder}/data.pkl (not a torch.save file)")
+    pickles = []
+    # data.pkl is what torch.load unpickles; any other *.pkl member is scanned too (it is reported,
+    # and a TorchScript archive's constants.pkl is what torch.jit.load would read)
+    for m in [data] + [m for m in zf.members if m is not data and m.name.lower().endswith(".pkl")]:
+        raw = zf.read(m, MAX_PICKLE_BYTES)
+        pickles.append(read_pickle(io.BytesIO(raw), m.name))
+    return Parsed("zip", buf, pickles=pickles, zip=zf)
 
 
-def _scan_legacy(path: str) -> list:
-    found = []
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        if mm[:1] != b"\x80":  # legacy torch files start with a PROTO opcode
-            raise PickleScanError("neither a zip archive nor a pickle stream (not a PyTorch checkpoint)")
-        for i in range(LEGACY_PICKLES):
-            if i and mm[mm.tell():mm.tell() + 1] != b"\x80":
-                break  # raw storage bytes follow the pickles
-            found += globals_in_stream(mm, f"pickle #{i + 1}")
-    return found
+def _parse_legacy(buf, path) -> Parsed:
+    if _is_tar(path):
+        # torch.load tries the pre-1.0 tar format first: it would read the tar's members, not this stream
+        raise PickleScanError("file is a tar archive (torch's oldest format): refusing a file readers could read two ways")
+    from .pickle_reader import evaluate  # the reader builds on this module
+
+    f = _MapFile(buf)
+    try:
+        first = read_pickle(f, "pickle #1")
+    except PickleScanError:
+        if buf[:1] != b"\x80":  # legacy torch files start with a PROTO opcode
+            raise PickleScanError("neither a zip archive nor a pickle stream (not a PyTorch checkpoint)") from None
+        raise
+    pickles = [first]
+    try:
+        magic = evaluate(first)
+    except Exception:  # noqa: BLE001 - not plain data: not a torch file (torch would stop after it)
+        magic = None
+    if magic != LEGACY_MAGIC or isinstance(magic, bool):
+        # not a torch file: torch.load runs this first pickle, then stops on the magic number. Scan
+        # what follows as long as it reads as pickles, for the report; none of it is loaded.
+        for i in range(1, LEGACY_PICKLES):
+            if f.tell() >= len(buf):
+                break
+            try:
+                pickles.append(read_pickle(f, f"pickle #{i + 1}"))
+            except PickleScanError:
+                break
+        return Parsed("pickle", buf, pickles=pickles)
+    for i in range(1, LEGACY_PICKLES):
+        if f.tell() >= len(buf):
+            raise PickleScanError(f"legacy torch file ends after pickle #{i} of {LEGACY_PICKLES}")
+        pickles.append(read_pickle(f, f"pickle #{i + 1}"))
+    return Parsed("legacy", buf, pickles=pickles, data_start=f.tell())
 
 
-def globals_in_stream(f, where: str) -> list:
-    """Walk one pickle from ``f``'s position to its STOP; return the globals it imports.
+class _MapFile:
+    """A read-only file view of an mmap (genops needs read/readline/tell)."""
+
+    def __init__(self, buf):
+        self._b, self._pos = buf, 0
+
+    def read(self, n=-1):
+        end = len(self._b) if n is None or n < 0 else min(len(self._b), self._pos + n)
+        data = self._b[self._pos:end]
+        self._pos = end
+        return data
+
+    def readline(self):
+        nl = self._b.find(b"\n", self._pos)
+        end = len(self._b) if nl < 0 else nl + 1
+        data = self._b[self._pos:end]
+        self._pos = end
+        return data
+
+    def tell(self):
+        return self._pos
+
+    def seek(self, pos):
+        self._pos = pos
+
+
+def _is_tar(path) -> bool:
+    try:
+        with tarfile.open(path, mode="r:"):
+            return True
+    except (tarfile.TarError, OSError, ValueError, EOFError, UnicodeDecodeError):
+        return False
+
+
+def read_pickle(f, where: str) -> Pickle:
+    """Read one pickle from ``f``'s position to its STOP, as ``pickle.load`` would.
 
     Args:
-        f: a file-like object with ``read`` (and ``tell``), e.g. BytesIO or an mmap.
+        f: a seekable file-like object (BytesIO, or a view of an mmap).
         where: how to name this stream in error messages.
 
     Raises:
-        PickleScanError: malformed opcodes, or more than ``MAX_OPCODES``.
+        PickleScanError: malformed or mis-framed opcodes, or more than ``MAX_OPCODES``.
     """
-    stack, memo, found = [], {}, []
+    start = f.tell()
+    ops, frame_end, prev = [], None, None
     try:
-        for n, (op, arg, _pos) in enumerate(pickletools.genops(f)):
+        for n, (op, arg, pos) in enumerate(pickletools.genops(f)):
             if n >= MAX_OPCODES:
                 raise PickleScanError(f"{where}: more than {MAX_OPCODES} opcodes")
             name = op.name
-            if name in ("GLOBAL", "INST"):
-                found.append(".".join(str(arg).split(" ", 1)))
-            elif name == "STACK_GLOBAL":
-                attr = stack[-1] if stack else _ANY
-                mod = stack[-2] if len(stack) > 1 else _ANY
-                ok = isinstance(mod, str) and isinstance(attr, str)
-                found.append(f"{mod}.{attr}" if ok else f"{UNRESOLVED} (STACK_GLOBAL with computed operands)")
-            elif name.startswith("EXT"):
-                found.append(f"{UNRESOLVED} (copyreg extension code {arg})")
-            _step(op, arg, name, stack, memo)
+            # framing: the previous opcode ended where this one starts
+            if frame_end is not None and pos >= frame_end:
+                if pos > frame_end:
+                    raise PickleScanError(f"{where}: opcode {prev} at byte {ops[-1][2]} crosses the end of its frame")
+                frame_end = None
+            if name == "FRAME":
+                if frame_end is not None:
+                    raise PickleScanError(f"{where}: a new frame starts before the current one ends")
+                frame_end = pos + 9 + arg
+            elif name in ("GLOBAL", "INST"):
+                arg = _raw_global(f, pos, where)
+            ops.append((name, arg, pos))
+            prev = name
     except PickleScanError:
         raise
-    except (ValueError, EOFError, OverflowError, MemoryError, IndexError, KeyError) as e:
+    except (ValueError, EOFError, OverflowError, MemoryError, IndexError, KeyError, UnicodeDecodeError) as e:
         raise PickleScanError(f"{where}: malformed pickle ({str(e)[:160]})") from None
+    if not ops or ops[-1][0] != "STOP":
+        raise PickleScanError(f"{where}: no STOP opcode")
+    end = f.tell()
+    if frame_end is not None and frame_end != end:
+        raise PickleScanError(f"{where}: the last frame does not end at STOP ({frame_end - end:+d} bytes)")
+    return Pickle(where, ops, start, end)
+
+
+def _raw_global(f, pos: int, where: str) -> tuple:
+    """(module, name) of a GLOBAL/INST at ``pos``, decoded as pickle does and mapped as torch does."""
+    here = f.tell()
+    f.seek(pos + 1)
+    module, name = f.readline(), f.readline()
+    f.seek(here)
+    try:
+        module, name = bytes(module[:-1]).decode("utf-8"), bytes(name[:-1]).decode("utf-8")
+    except UnicodeDecodeError:
+        raise PickleScanError(f"{where}: global name at byte {pos} is not UTF-8") from None
+    return compat_name(module, name)
+
+
+def compat_name(module: str, name: str) -> tuple:
+    """Python 2 names (``__builtin__``, ``copy_reg``, ...) as Python 3 and torch resolve them."""
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        return _compat_pickle.NAME_MAPPING[(module, name)]
+    return _compat_pickle.IMPORT_MAPPING.get(module, module), name
+
+
+def globals_in_stream(f, where: str) -> list:
+    """Read one pickle from ``f``'s position to its STOP; return the globals it imports.
+
+    Args:
+        f: a seekable file-like object with ``read``/``readline``/``tell``, e.g. BytesIO.
+        where: how to name this stream in error messages.
+
+    Raises:
+        PickleScanError: malformed or mis-framed opcodes, or more than ``MAX_OPCODES``.
+    """
+    return globals_in_ops(read_pickle(f, where).ops)
+
+
+def globals_in_ops(ops) -> list:
+    """The globals a parsed pickle imports, in order; computed operands reported as unresolved."""
+    stack, memo, found = [], {}, []
+    for name, arg, _pos in ops:
+        op = pickletools.opcodes[_CODE[name]]
+        if name in ("GLOBAL", "INST"):
+            found.append(".".join(arg))
+        elif name == "STACK_GLOBAL":
+            attr = stack[-1] if stack else _ANY
+            mod = stack[-2] if len(stack) > 1 else _ANY
+            ok = isinstance(mod, str) and isinstance(attr, str)
+            found.append(".".join(compat_name(mod, attr)) if ok else f"{UNRESOLVED} (STACK_GLOBAL with computed operands)")
+        elif name.startswith("EXT"):
+            found.append(f"{UNRESOLVED} (copyreg extension code {arg})")
+        _step(op, arg, name, stack, memo)
     return found
+
+
+_CODE = {op.name: i for i, op in enumerate(pickletools.opcodes)}
 
 
 def _step(op, arg, name, stack, memo):

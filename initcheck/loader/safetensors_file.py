@@ -98,11 +98,23 @@ def _read_header(path: str, rel: str, size: int):
     entries = []
     for name, spec in header.items():
         entries.append(_entry(rel, name, spec, data_len))
-    spans = sorted((e.start, e.end, e.name) for e in entries if e.end > e.start)
-    for (s0, e0, n0), (s1, e1, n1) in zip(spans, spans[1:]):
-        if s1 < e0:
-            raise InputError(rel, f"tensors {n0!r} and {n1!r} overlap in the file")
+    _check_coverage(rel, entries, data_len)
     return metadata, entries, data_start
+
+
+def _check_coverage(rel: str, entries: list, data_len: int):
+    """The offsets tile the data buffer exactly, as the safetensors crate's ``validate`` requires:
+    sorted by offset, each tensor starts where the previous one ends and the last ends at the end
+    of the file. Bytes no tensor claims are bytes no loader reads, and no scan sees."""
+    at, prev = 0, None
+    for e in sorted(entries, key=lambda e: (e.start, e.end)):
+        if e.start < at:
+            raise InputError(rel, f"tensors {prev[:80]!r} and {e.name[:80]!r} overlap in the file")
+        if e.start > at:
+            raise InputError(rel, f"{e.start - at} bytes of data before tensor {e.name[:80]!r} belong to no tensor (offsets must cover the data exactly)")
+        at, prev = e.end, e.name
+    if at != data_len:
+        raise InputError(rel, f"{data_len - at} trailing bytes after the last tensor (offsets must cover the data exactly)")
 
 
 class _DuplicateKey(ValueError):

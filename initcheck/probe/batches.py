@@ -33,12 +33,21 @@ def special_ids(config, tokenizer=None) -> set:
     return ids
 
 
+def text_config(config):
+    """The text part of a composite config (Gemma3, LLaVA), or the config itself."""
+    get = getattr(config, "get_text_config", None)
+    try:
+        return get() if callable(get) else config
+    except Exception:  # noqa: BLE001 - an odd config keeps its own fields
+        return config
+
+
 def vocab_size(model) -> int:
     """Rows of the input embedding (it may have been resized past ``config.vocab_size``)."""
     emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     if emb is not None and hasattr(emb, "num_embeddings"):
         return int(emb.num_embeddings)
-    return int(model.config.vocab_size)
+    return int(text_config(model.config).vocab_size)
 
 
 def num_classes(model, task: str, batch: dict):
@@ -86,18 +95,25 @@ def synthetic(model, task: str, batch_size: int, seq_len: int, seed: int, tokeni
         (torch.Size([8, 32]), torch.Size([8]))
     """
     cfg = model.config
+    tcfg = text_config(cfg)
     g = torch.Generator().manual_seed(seed)
     V = vocab_size(model)
-    allowed = torch.tensor(sorted(set(range(V)) - special_ids(cfg, tokenizer)))
+    allowed = torch.tensor(sorted(set(range(V)) - special_ids(cfg, tokenizer) - special_ids(tcfg)))
     rows = batch_size * (CHOICES if task == "multiple-choice" else 1)
     ids = allowed[torch.randint(len(allowed), (rows, seq_len), generator=g)]
     lengths = torch.randint(seq_len // 2, seq_len + 1, (rows,), generator=g)
     mask = (torch.arange(seq_len)[None, :] < lengths[:, None]).long()
-    pad = cfg.pad_token_id if isinstance(cfg.pad_token_id, int) else None
+    pad = getattr(tcfg, "pad_token_id", None)
+    pad = pad if isinstance(pad, int) else None
     if pad is None:  # nothing to pad with: full-length rows
         mask.fill_(1)
     else:
         ids = ids.masked_fill(mask == 0, pad)
+    eos = getattr(cfg, "eos_token_id", None)
+    if task == "sequence-classification" and getattr(cfg, "is_encoder_decoder", False) and isinstance(eos, int):
+        # T5/BART classifiers pool the final EOS and refuse rows without the same number of EOS
+        last = mask.sum(1) - 1
+        ids[torch.arange(rows), last] = eos
     batch = {"input_ids": ids, "attention_mask": mask}
     if task == "sequence-classification":
         if cfg.num_labels == 1 or cfg.problem_type == "regression":

@@ -24,6 +24,61 @@ def loss_of(out):
     return loss
 
 
+def logits_of(out):
+    """The logits tensor of an output: the output itself, ``out.logits`` or ``out["logits"]``."""
+    if isinstance(out, torch.Tensor):
+        return out if out.dim() >= 1 else None
+    logits = getattr(out, "logits", None)
+    if logits is None and isinstance(out, dict):
+        logits = out.get("logits")
+    if logits is None and isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        logits = out[0]
+    return logits if isinstance(logits, torch.Tensor) and logits.dim() >= 1 else None
+
+
+class CrossEntropy:
+    """The loss a training script adds to a model that returns only logits: cross-entropy over
+    the last dimension (C classes), labels of -100 ignored."""
+
+    def __init__(self, labels, classes: int):
+        self.labels = labels
+        self.classes = classes
+
+    def __call__(self, out):
+        logits = logits_of(out)
+        if logits is None:
+            return None
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, self.classes).float(),
+                                                 self.labels.reshape(-1).long(), ignore_index=-100)
+
+
+def loss_for(model, batch: dict):
+    """``(batch, loss_fn)``: ``loss_fn`` is None when the model computes its own loss.
+
+    A plain ``nn.Module`` (no ``.config``) may return only logits: then the probe computes the
+    cross-entropy itself against ``batch["labels"]``, which ``forward`` gets only if it takes them.
+    """
+    if getattr(model, "config", None) is not None or "labels" not in batch:
+        return batch, None
+    import inspect
+
+    try:
+        params = inspect.signature(model.forward).parameters
+        takes = "labels" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    except (TypeError, ValueError):
+        takes = True
+    call = dict(batch) if takes else {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        out = model(**call)
+    if loss_of(out) is not None:
+        return call if takes else batch, None
+    logits = logits_of(out)
+    labels = batch["labels"]
+    if logits is None or not isinstance(labels, torch.Tensor) or labels.is_floating_point():
+        return call, None
+    return call, CrossEntropy(labels, int(logits.shape[-1]))
+
+
 class Recorder:
     """Per-step measurements for the trainable ``params`` (a name -> Parameter dict)."""
 
@@ -35,6 +90,7 @@ class Recorder:
         self.update_norms = []    # per sampled step: (||dW|| tensor[P], ||W|| tensor[P])
         self.update_steps = []
         self.live = torch.zeros(len(self.params), dtype=torch.bool)
+        self.reached = torch.zeros(len(self.params), dtype=torch.bool)  # got a gradient tensor at all
         self.nonfinite = None     # {"step", "module", "what"}
         self._prev = None
 
@@ -51,6 +107,7 @@ class Recorder:
             norms[idx] = got
         self.grad_norms.append(norms)
         self.live |= norms > 0  # NaN compares False: a None gradient is not life
+        self.reached[idx] = True
         bad = [i for i in idx if not math.isfinite(norms[i])]
         if bad:
             # backward runs output-to-input: the last parameter (in forward order) with a bad
@@ -82,7 +139,7 @@ class Recorder:
 
 
 def train(model, batch: dict, params: dict, steps: int, lr: float, recorder: Recorder | None = None,
-          first_forward=None):
+          first_forward=None, loss_fn=None):
     """Train ``params`` of ``model`` on the fixed ``batch`` for ``steps`` AdamW steps.
 
     Args:
@@ -92,6 +149,7 @@ def train(model, batch: dict, params: dict, steps: int, lr: float, recorder: Rec
         steps, lr: the probe's length and AdamW learning rate.
         recorder: a ``Recorder``, or None for the bare loop (the benchmark's reference).
         first_forward: a context manager factory wrapped around step 0's forward (activations).
+        loss_fn: ``out -> loss`` for models that return only logits (``loss_for``); None: ``out.loss``.
 
     Returns:
         list of float: the loss of each step before its update (stops at a non-finite one).
@@ -104,7 +162,7 @@ def train(model, batch: dict, params: dict, steps: int, lr: float, recorder: Rec
                 out = model(**batch)
         else:
             out = model(**batch)
-        loss = loss_of(out)
+        loss = loss_fn(out) if loss_fn is not None else loss_of(out)
         if loss is None:
             raise ValueError("the model returned no loss for the probe batch (are labels accepted?)")
         value = float(loss.detach())

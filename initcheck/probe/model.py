@@ -33,6 +33,8 @@ def activation_bytes(config: dict, batch_size: int, seq_len: int, choices: int =
     holds one layer's activations at a time; ``lm_head=False`` leaves out the logits term (a
     classification head's logits are negligible).
     """
+    if not (config.get("hidden_size") or config.get("n_embd") or config.get("d_model")):
+        config = config.get("text_config") or config  # composite (VLM) configs: the language model dominates
     h = config.get("hidden_size") or config.get("n_embd") or config.get("d_model") or 0
     if layers is None:
         layers = config.get("num_hidden_layers") or config.get("n_layer") or config.get("num_layers") or 0
@@ -78,6 +80,10 @@ def build(recipe: dict, seed: int):
     """
     if recipe.get("module") is not None:
         model = copy.deepcopy(recipe["module"])
+    elif recipe.get("library") == "timm":
+        from ..taskmodel import build_task_model
+
+        model, _ = build_task_model(recipe)
     else:
         model = hf.from_pretrained(recipe, seed, dtype=torch.float32, ignore_mismatched_sizes=bool(recipe.get("num_labels")))
     return model.float()
@@ -89,13 +95,23 @@ def backbone_prefix(model) -> str | None:
     return prefix if prefix and hasattr(model, prefix) else None
 
 
-def head_modules(model, new_names) -> list:
+# top-level children that are pretrained towers, not heads, in models whose backbone is not
+# under base_model_prefix (CLIP's two towers, Whisper's encoder, a VLM's language model)
+_TOWERS = ("encoder", "decoder", "model", "vision_model", "text_model", "vision_tower", "language_model",
+           "audio_tower", "vision_encoder", "text_encoder")
+
+
+def head_modules(model, new_names, task=None) -> list:
     """Module names of the task heads: those holding ``new`` tensors, else the top-level
-    children outside the backbone (``classifier``, ``lm_head``, ``qa_outputs``)."""
+    children outside the backbone (``classifier``, ``lm_head``, ``qa_outputs``); for a
+    contrastive model (CLIP, SigLIP) the projections into the shared space."""
     mods = {n.rsplit(".", 1)[0] for n in new_names if "." in n}
     if not mods:
         prefix = backbone_prefix(model)
-        mods = {n for n, m in model.named_children() if n != prefix and any(True for _ in m.parameters())}
+        mods = {n for n, m in model.named_children()
+                if n != prefix and n not in _TOWERS and any(True for _ in m.parameters())}
+        if task == "zero-shot-image-classification":
+            mods = {n for n in mods if "projection" in n} or mods
     names = {n for n, _ in model.named_modules()}
     return sorted(m for m in mods if m in names)
 

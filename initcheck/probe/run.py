@@ -7,7 +7,8 @@ import time
 import torch
 
 from .. import tensors as T
-from . import batches, hooks, loop, model as M, offload as OF, trace as TR
+from ..errors import InputError
+from . import batches, hooks, inputs, loop, model as M, offload as OF, trace as TR
 from .spikes import spike_steps
 
 # rule ids whose pack options the measurement itself needs
@@ -46,9 +47,23 @@ def run_probe(scan, settings, pack=None) -> dict:
     task = recipe.get("task") or settings.task
     tr = _empty_trace(settings, task, recipe)
     scan.probe = tr
-    if not recipe or not task:
+    if scan.facts.get("task_model_error"):
+        return _skip(tr, f"{scan.facts['task_model_error']}; the load-report checks and the probe did not run")
+    # a plain nn.Module with a ready batch needs no task: its loss (or logits + labels) says it all
+    custom = recipe.get("module") is not None and settings.batch is not None
+    if not recipe or not (task or custom):
         return _skip(tr, "the task model is unknown: pass --task (and --num-labels) or check a model "
                          "whose config names a task class, e.g. BertForSequenceClassification")
+    try:
+        return _probe(scan, settings, pack, tr, recipe, task, started)
+    except InputError:
+        raise  # a bad --data file is the user's to fix: exit 2
+    except Exception as e:  # noqa: BLE001 - whatever breaks, the probe says why (IC300)
+        scan.probe = _skip(tr, f"the probe failed: {type(e).__name__}: {e}".splitlines()[0][:400])
+        return scan.probe
+
+
+def _probe(scan, settings, pack, tr, recipe, task, started) -> dict:
     device = settings.device
     if device.startswith("cuda") and not torch.cuda.is_available():
         return _skip(tr, f"--device {device} asked for, but this torch ({torch.__version__}) sees no CUDA "
@@ -71,7 +86,9 @@ def run_probe(scan, settings, pack=None) -> dict:
             else:
                 model, tr["offload"]["folder_files"] = OF.load(recipe, placement, settings.seed, cleanup)
         except Exception as e:  # the load problem itself is the load rules' business
-            return _skip(tr, f"could not build the task model: {type(e).__name__}: {e}".splitlines()[0])
+            from ..taskmodel import build_failure
+
+            return _skip(tr, build_failure({**recipe, "model_class": tr["model_class"] or "the task model"}, e))
         return _run(scan, settings, pack, tr, model, task, recipe, started)
 
 
@@ -81,8 +98,9 @@ def _run(scan, settings, pack, tr, model, task, recipe, started) -> dict:
     model.eval()  # dropout off: the loss on the fixed batch must be comparable step to step
     tr["model_class"] = type(model).__name__
     _give_pad(model, task)
+    _give_decoder_start(model)
     new_names = [r.name for r in scan.records if r.origin == T.NEW]
-    heads = M.head_modules(model, new_names)
+    heads = recipe.get("heads") or M.head_modules(model, new_names, task)  # timm: pretrained_cfg names them
     params = {n: p for n, p in model.named_parameters()
               if settings.train == "all" or M.in_heads(n, heads)}
     for n, p in model.named_parameters():
@@ -91,12 +109,10 @@ def _run(scan, settings, pack, tr, model, task, recipe, started) -> dict:
         return _skip(tr, f"no trainable parameters with --train {settings.train} (heads found: {heads or 'none'})")
     batch = _batch(model, task, settings, recipe)
     batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-    classes = batches.num_classes(model, task, batch)
-    tr["num_classes"] = classes
+    batch, loss_fn = loop.loss_for(model, batch)
     tr["head_modules"] = heads
     tr["head_origin"] = _head_origin(model, scan, heads, new_names)
-    if task in batches.CLASSIFY or tr["head_origin"] == "new":
-        tr["expected_initial_loss"] = batches.expected_loss(model, task, classes)
+    _expect(tr, model, task, batch, loss_fn)
 
     act = pack.rules[ACTIVATIONS]
     watched = heads + [b for b in M.last_blocks(model) if not M.in_heads(b, heads)]
@@ -110,7 +126,8 @@ def _run(scan, settings, pack, tr, model, task, recipe, started) -> dict:
     with torch.random.fork_rng(devices=[]), torch.enable_grad(), _restore_threads(threads):
         torch.manual_seed(settings.seed)
         try:
-            losses = loop.train(model, batch, params, settings.probe_steps, settings.lr, rec, lambda: watch)
+            losses = loop.train(model, batch, params, settings.probe_steps, settings.lr, rec, lambda: watch,
+                                loss_fn=loss_fn)
         except (RuntimeError, ValueError, TypeError) as e:
             return _skip(tr, f"the model's forward/backward failed on the probe batch: {type(e).__name__}: {e}".splitlines()[0])
     if losses and not math.isfinite(losses[-1]):
@@ -133,19 +150,7 @@ def _restore_threads(n):
 
 
 def _empty_trace(settings, task, recipe) -> dict:
-    module = recipe.get("module")
-    return {
-        "status": "skipped", "reason": None, "task": task,
-        "model_class": type(module).__name__ if module is not None else recipe.get("model_class"),
-        "device": settings.device, "train": settings.train,
-        "data": str(settings.data) if settings.data else ("batch" if settings.batch is not None else "synthetic"),
-        "steps": settings.probe_steps, "lr": settings.lr, "batch_size": settings.batch_size,
-        "seq_len": settings.seq_len, "seed": settings.seed, "seconds": 0.0,
-        "num_classes": None, "expected_initial_loss": None, "loss": [], "spikes": [],
-        "grad_norm": {"layers": [], "values": []}, "dead_params": [], "dead_modules": [],
-        "activations": {}, "update_ratio": {}, "first_nonfinite": None,
-        "head_modules": [], "head_origin": None, "trainable_params": 0,
-    }
+    return TR.empty(settings, task, recipe)
 
 
 def _skip(tr, reason: str) -> dict:
@@ -229,19 +234,87 @@ def _memory(scan, recipe, settings):
 
 
 def _give_pad(model, task):
-    """Sequence classifiers that pool the last token need a pad id to find it (GPT-2 has none)."""
-    cfg = model.config
-    if task == "sequence-classification" and getattr(cfg, "pad_token_id", 0) is None:
-        eos = cfg.eos_token_id[0] if isinstance(cfg.eos_token_id, list) else cfg.eos_token_id
-        cfg.pad_token_id = eos if isinstance(eos, int) and eos < batches.vocab_size(model) else 0
+    """Sequence classifiers that pool the last token need a pad id to find it (GPT-2 has none).
+
+    Composite configs (Gemma3, LLaVA) keep it in their text config; every read is guarded, and
+    the id is set where the model reads it (the text config, and the top level if it has one).
+    """
+    cfg = inputs.config_of(model)
+    if task != "sequence-classification" or cfg is None:
+        return
+    tcfg = inputs.text_config(cfg)
+    try:
+        if getattr(tcfg, "pad_token_id", 0) is not None:
+            return
+        eos = getattr(tcfg, "eos_token_id", None)
+        eos = eos[0] if isinstance(eos, (list, tuple)) and eos else eos
+        pad = eos if isinstance(eos, int) and eos < batches.vocab_size(model) else 0
+        tcfg.pad_token_id = pad
+        if tcfg is not cfg and hasattr(cfg, "pad_token_id"):
+            cfg.pad_token_id = pad
+    except Exception:  # noqa: BLE001 - a config that refuses the field: the model may not need it
+        return
+
+
+def _give_decoder_start(model):
+    """Encoder-decoders shift inputs right from ``decoder_start_token_id``; a T5 config saved
+    without one starts from the pad id, as T5 itself does."""
+    cfg = inputs.config_of(model)
+    if cfg is None or not inputs.cfg_get(cfg, "is_encoder_decoder", False):
+        return
+    try:
+        if getattr(cfg, "decoder_start_token_id", None) is None:
+            pad = getattr(cfg, "pad_token_id", None)
+            cfg.decoder_start_token_id = pad if isinstance(pad, int) else 0
+    except Exception:  # noqa: BLE001
+        return
+
+
+def _expect(tr, model, task, batch, loss_fn):
+    """``num_classes`` and ``expected_initial_loss`` (or the reason there is none) in the trace."""
+    if loss_fn is not None:  # our own cross-entropy over the model's logits: C = logits' last dim
+        tr["num_classes"] = loss_fn.classes
+        tr["expected_initial_loss"] = math.log(loss_fn.classes) if loss_fn.classes and loss_fn.classes > 1 else None
+        return
+    if task is None or inputs.config_of(model) is None:
+        tr["expected_initial_loss_reason"] = "the task is unknown: no closed-form loss at init"
+        return
+    if inputs.wants(model, task):
+        classes = inputs.num_classes(model, task, batch)
+        tr["num_classes"] = classes
+        tr["expected_initial_loss"], tr["expected_initial_loss_reason"] = inputs.expected_loss(
+            model, task, classes, tr["head_origin"])
+        return
+    classes = batches.num_classes(model, task, batch)
+    tr["num_classes"] = classes
+    if task in batches.CLASSIFY or tr["head_origin"] == "new":
+        tr["expected_initial_loss"] = batches.expected_loss(model, task, classes)
+    else:
+        tr["expected_initial_loss_reason"] = "the LM head was loaded: a pretrained LM is not uninformed on random tokens"
 
 
 def _batch(model, task, settings, recipe) -> dict:
     if settings.batch is not None:
         return dict(settings.batch)
+    if recipe.get("library") == "timm":
+        if settings.data:
+            raise InputError(settings.data, "--data is not supported for timm folders yet; omit it for a synthetic image batch")
+        from ..taskmodel import _config_json
+        from ..timmfolder import synthetic_batch
+
+        return synthetic_batch(_config_json(recipe["path"]), settings.batch_size, settings.seed)
+    if inputs.config_of(model) is None:
+        raise ValueError("a plain nn.Module has no config to shape a synthetic batch: pass batch={...}")
+    media = inputs.wants(model, task)
+    if settings.data and media:
+        from . import media as MD
+
+        return MD.from_jsonl(settings.data, model, task, settings.batch_size, settings.seq_len, recipe.get("path"))
     tokenizer = batches.load_tokenizer(recipe.get("path"))
     if settings.data:
         return batches.from_jsonl(settings.data, model, task, settings.batch_size, settings.seq_len, tokenizer)
+    if media:
+        return inputs.synthetic(model, task, settings.batch_size, settings.seq_len, settings.seed, tokenizer)
     return batches.synthetic(model, task, settings.batch_size, settings.seq_len, settings.seed, tokenizer)
 
 
@@ -253,6 +326,8 @@ def _head_origin(model, scan, heads, new_names) -> str:
         return "loaded"
     if set(own) & set(new_names):
         return "new"
+    if getattr(scan, "load_report", None):  # transformers matched every head key to the checkpoint,
+        return "loaded"                     # under whatever legacy name it was saved (LLaVA's language_model.*)
     return "loaded" if all(n in scan.by_name for n in own) else "new"
 
 
@@ -281,6 +356,14 @@ def _fill(tr, model, rec, losses, watch, pack):
         ratios = {layer: (float(acc[i]) if math.isfinite(acc[i]) else None) for i, layer in enumerate(layers)}
     trainable = {n: p.numel() for n, p in zip(rec.names, rec.params)}
     dead = [n for n, live in zip(rec.names, rec.live.tolist()) if not live] if rec.grad_norms else []
+    # never given a gradient tensor at all, outside the heads: the loss does not depend on them.
+    # Either a branch the model computes and drops (a vision tower's post-norm behind
+    # vision_feature_layer=-2, wav2vec2's masked_spec_embed outside SpecAugment) or a graph cut
+    # (a .detach()); IC304 tells them apart by how much of the model it is (max_unused_fraction)
+    heads = tr.get("head_modules") or []
+    reached = dict(zip(rec.names, rec.reached.tolist()))
+    unused = [n for n in dead if not reached[n] and not M.in_heads(n, heads)]
+    body = sum(k for n, k in trainable.items() if not M.in_heads(n, heads))
     spike = pack.rules[SPIKE]
     tr.update({
         "loss": losses,
@@ -288,6 +371,8 @@ def _fill(tr, model, rec, losses, watch, pack):
         "grad_norm": {"layers": layers, "values": values},
         "dead_params": dead,
         "dead_modules": [{k: g[k] for k in ("module", "params", "numel")} for g in TR.dead_groups(dead, trainable)],
+        "unused_params": unused,
+        "unused_fraction": sum(trainable[n] for n in unused) / body if body else 0.0,
         "activations": watch.stats,
         "update_ratio": ratios,
         "update_ratio_steps": rec.update_steps,

@@ -6,6 +6,30 @@ import re
 _BLOCK = re.compile(r"\.(\d+)\.")
 
 
+def empty(settings, task, recipe) -> dict:
+    """The trace of a probe that has not run (yet): every contract key, ``status`` "skipped"."""
+    module = recipe.get("module")
+    return {
+        "status": "skipped", "reason": None, "task": task,
+        "model_class": type(module).__name__ if module is not None else recipe.get("model_class"),
+        "device": settings.device, "train": settings.train,
+        "data": str(settings.data) if settings.data else ("batch" if settings.batch is not None else "synthetic"),
+        "steps": settings.probe_steps, "lr": settings.lr, "batch_size": settings.batch_size,
+        "seq_len": settings.seq_len, "seed": settings.seed, "seconds": 0.0,
+        "num_classes": None, "expected_initial_loss": None, "expected_initial_loss_reason": None, "loss": [],
+        "spikes": [], "grad_norm": {"layers": [], "values": []}, "dead_params": [], "dead_modules": [],
+        "unused_params": [], "unused_fraction": 0.0, "activations": {}, "update_ratio": {}, "first_nonfinite": None,
+        "head_modules": [], "head_origin": None, "trainable_params": 0,
+    }
+
+
+def skipped(settings, task, recipe, reason: str) -> dict:
+    """A skipped trace with its reason (IC300 reports it)."""
+    tr = empty(settings, task, recipe)
+    tr["reason"] = reason
+    return tr
+
+
 def layer_of(name: str, backbone: str | None) -> str:
     """The layer group a parameter belongs to, for per-layer gradient norms and update ratios.
 

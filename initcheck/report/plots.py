@@ -23,7 +23,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 
 WEIGHT_ROLES = ("linear", "conv", "embedding")
 SEVERITY_COLOR = {"error": "#c62828", "warning": "#e08a00", "info": "#1f77b4"}
-ORIGIN_COLOR = {"pretrained": "#7b8794", "new": "#2e7d32", "resized": "#00838f", "adapter": "#6a1b9a"}
+ORIGIN_COLOR = {"pretrained": "#7b8794", "new": "#2e7d32", "head": "#ef6c00", "resized": "#00838f", "adapter": "#6a1b9a"}
 BAND_COLOR = "#cfe3f7"
 _LABEL_ALL = 40      # label every tensor up to this many
 _MAX_TICKS = 30

@@ -25,7 +25,7 @@ def render(data: dict, color: bool = False, width: int = 100, **kw) -> str:
     con.print(f"initcheck {data['tool']['version']}  {escape(str(t['path']))}  "
               f"({escape(arch)}, {_fmt_params(t['parameters'])} parameters, {t['tensors']} tensors)")
     new = data.get("new") or {}
-    parts = [f"{len(new.get(k) or [])} {k}" for k in ("new", "adapter", "resized") if new.get(k)]
+    parts = [f"{len(new.get(k) or [])} {k}" for k in ("new", "head", "adapter", "resized") if new.get(k)]
     if parts:
         con.print("what is new: " + ", ".join(parts) + f", {new.get('pretrained', 0)} pretrained tensors")
     verdict = data["verdict"].upper()

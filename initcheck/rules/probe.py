@@ -182,7 +182,7 @@ def loss_spike(ctx):
                       value=loss, expected=median, severity=sev)
 
 
-@rule("IC304", "dead-gradients", "error", options=("allow",), scope="model")
+@rule("IC304", "dead-gradients", "error", options=("allow", "max_unused_fraction"), scope="model")
 def dead_gradients(ctx):
     """Parameters that should train got a zero (or no) gradient at every probe step.
 
@@ -205,14 +205,27 @@ def dead_gradients(ctx):
     Re-initialise the head as the model's `_init_weights` does; for a deliberately unused
     parameter, freeze it or add it to `allow`.
 
+    A parameter outside the heads that never gets a gradient tensor at all belongs to a branch
+    the model computes and drops (wav2vec2's `masked_spec_embed` outside SpecAugment, a vision
+    tower's last layer behind `vision_feature_layer=-2`): no training run trains it, so it is
+    listed as unused in the trace, not reported, while such parameters are a small part of the
+    model. A large part without any gradient is a cut graph (a stray `.detach()`): dead.
+
     ## Options
     - `allow`: glob patterns of parameter names that may stay without gradient.
+    - `max_unused_fraction`: the largest fraction of the non-head parameters that may be unused
+      (no gradient tensor at any step) before they count as dead.
     """
     p = _ran(ctx)
     if not p or not p.get("dead_modules"):
         return
     allow = ctx.opt("allow")
-    dead = [n for n in p["dead_params"] if not any(fnmatchcase(n, a) for a in allow)]
+    # parameters the loss never depends on, outside the heads, are a dropped branch of the model
+    # (unused, as in any training run) when they are a small part of it; a graph cut when large
+    unused = set(p.get("unused_params") or [])
+    if _f(p.get("unused_fraction") or 0.0) > ctx.opt("max_unused_fraction"):
+        unused = set()
+    dead = [n for n in p["dead_params"] if not any(fnmatchcase(n, a) for a in allow) and n not in unused]
     heads = p.get("head_modules") or []
     steps = len(p["loss"])
     for g in p["dead_modules"]:

@@ -1,10 +1,11 @@
 """Badly scaled weights: new layers against their init convention, pretrained layers against
 their siblings in other blocks, and norm gains against their meaning."""
 
+import math
 import statistics
 
 from .. import tensors as T
-from ..init_conventions import expected_std
+from ..heads import found, reference_std
 from . import rule
 from .zeros import allowed
 
@@ -18,15 +19,37 @@ def _ratio_outside(std: float, lo: float, hi: float) -> float:
     return 1.0
 
 
-@rule("IC105", "new-layer-scale", "error", options=("warn_ratio", "error_ratio", "allow"))
+@rule("IC105", "new-layer-scale", "error",
+      options=("warn_ratio", "error_ratio", "head_warn_ratio", "head_error_ratio", "allow"))
 def new_layer_scale(rec, ctx):
-    """A new layer whose weight std is far from the init it should have.
+    """A task head or new layer whose weight std is far from the init it should have.
 
     ## What it does
-    For tensors that a fine-tune adds (task heads, adapters' dense layers, resized rows are
-    handled by IC206), compares the weight std with the model's own init convention:
-    normal(0, initializer_range) for heads built by transformers, otherwise the band of the
-    usual fan-based inits (PyTorch default, Xavier, Kaiming). Reports the factor.
+    Judges two kinds of tensors (resized rows are IC206's job):
+    - new layers (origin `new`): task heads the model's own code initialised (absent from the
+      checkpoint), layers named by `--head`, tensors absent from `--base`, an adapter's
+      `modules_to_save`;
+    - stored heads (origin `head`): a task head saved in the checkpoint, e.g. by a script that
+      ran `from_pretrained(base, num_labels=4)` then `save_pretrained`. A head is found by
+      structure: the tensors outside the backbone of a task class (`classifier.*`, `score.*`,
+      `classification_head.*`, `projector.*`; outside `base_model_prefix` when the task model is
+      built), timm's `pretrained_cfg.classifier`, or, in a plain state dict, the terminal
+      projection outside the repeated blocks and the layers chained to it. Base models
+      (`CLIPModel`) and LM / generation heads (`lm_head`) are pretrained, never heads.
+
+    The weight std is compared with the model's init convention: the std the model's own
+    `_init_weights` gives a copy of the module when the task model was built, else
+    normal(0, initializer_range) for heads of transformers models, else the band of the usual
+    fan-based inits (PyTorch default, Xavier, Kaiming). Reports the factor. A stored head may
+    have trained, so it gets a wider tolerance (`head_warn_ratio`, `head_error_ratio`) than a
+    fresh layer.
+
+    Harmless look-alike: a stored head that trained normally. Measured with
+    benchmarks/measure_head_drift.py, a head's std after training is 1.00-1.13x its init on the
+    pretrained MiniLM (200 steps, lr 2e-5 to 5e-4) and at most 6.1x on tiny (hidden 32) ViT and
+    Wav2Vec2 classifiers (300 steps, lr up to 1e-3; small layers need larger weights for the same
+    logits). `head_warn_ratio` (8) sits above that; a 50x head shows as at least 20x even through
+    the widest fan-based band, above `head_error_ratio` (16).
 
     ## Why is this bad?
     A head initialised 50x too large is over-confident at step 0: the loss starts far above
@@ -41,24 +64,30 @@ def new_layer_scale(rec, ctx):
     or use normal(0, initializer_range) / Kaiming / Xavier explicitly.
 
     ## Options
-    - `warn_ratio`: factor outside the expected band that gives a warning.
-    - `error_ratio`: factor that gives an error.
+    - `warn_ratio`: factor outside the expected band that gives a warning (new layers).
+    - `error_ratio`: factor that gives an error (new layers).
+    - `head_warn_ratio`: factor that gives a warning for a stored head (origin `head`), which may
+      have trained: above the drift measured on heads that trained normally.
+    - `head_error_ratio`: factor that gives an error for a stored head.
     - `allow`: glob patterns of parameter names to skip.
     """
     st = rec.stats
-    if (st is None or rec.origin != T.NEW or rec.role not in (T.LINEAR, T.CONV, T.EMBEDDING)
+    if (st is None or rec.origin not in (T.NEW, T.HEAD) or rec.role not in (T.LINEAR, T.CONV, T.EMBEDDING)
             or st.all_zero or st.constant or not st.finite or allowed(rec.name, ctx.opt("allow"))):
         return None
-    strict = rec.extra.get("init_by_model", False)
-    lo, hi, label = expected_std(rec, ctx.scan.config, strict)
+    lo, hi, label = reference_std(rec, ctx.scan.config)
     factor = _ratio_outside(st.std, lo, hi)
-    if factor < ctx.opt("warn_ratio"):
+    stored = rec.origin == T.HEAD
+    warn, err = (ctx.opt("head_warn_ratio"), ctx.opt("head_error_ratio")) if stored else (ctx.opt("warn_ratio"), ctx.opt("error_ratio"))
+    if factor < warn:
         return None
-    severity = "error" if factor >= ctx.opt("error_ratio") else "warning"
+    severity = "error" if factor >= err else "warning"
     if ctx.severity != "error":
         severity = ctx.severity
     where = "above" if st.std > hi else "below"
-    return ctx.finding(rec.name, f"std {st.std:.4g}, expected ≈ {label}: {factor:.1f}x {where}",
+    what = f"stored task head ({found(rec)}): " if stored else ""
+    tail = f" (a head that trained normally stays within {warn:g}x)" if stored else ""
+    return ctx.finding(rec.name, f"{what}std {st.std:.4g}, expected ≈ {label}: {factor:.1f}x {where}{tail}",
                        value=st.std, expected=hi if st.std > hi else lo, severity=severity)
 
 
@@ -67,9 +96,20 @@ def layer_scale_outlier(ctx):
     """A pretrained layer whose scale stands out against the same layer in other blocks.
 
     ## What it does
-    Groups tensors that play the same part in each repeated block (e.g.
-    `encoder.layer.*.output.dense.weight`, same shape) and compares each tensor's std with the
-    group's median. Needs at least `min_siblings` tensors in a group.
+    Groups tensors that play the same part in each repeated block and compares each one's scale
+    with the group's median. A group is the parameter name with every block index replaced
+    (`encoder.layer.*.output.dense.weight`; in hierarchical backbones stages x blocks,
+    `swin.encoder.layers.*.blocks.*.output.dense.weight`, `stages.*.layers.*.layer.*.convolution.weight`),
+    the same role, rank and kernel size, and the same direction (widening, narrowing or square),
+    so a bottleneck's reduce and expand convs are not compared with each other. An index that
+    numbers modules of different kinds (T5's `layer.0` self-attention, `layer.2` feed-forward: no
+    weight in common) is kept, so their norms are not compared either. Widths may differ
+    across stages, so the scale is measured two ways: the std (fixed-std inits such as
+    normal(0, initializer_range) keep it constant across widths) and std·sqrt(fan_in) (fan-based
+    inits such as Kaiming keep that constant); each group uses the one that spreads less across
+    its members (median absolute deviation of the logs, which one outlier cannot sway). Siblings of one shape (BERT, GPT, Llama) compare plain stds either way. Norm gains
+    compare the root mean square of their effective gain (`1 + w` for norms that compute
+    `x * (1 + w)`). Needs at least `min_siblings` tensors in a group.
 
     ## Why is this bad?
     Training moves weights by small factors, not by 30x. A layer 100x off its siblings was
@@ -77,7 +117,8 @@ def layer_scale_outlier(ctx):
     block's output or kill it.
 
     ## Example
-    `layer.4.output.dense.weight` with std 2.1 while layers 0-5 have std 0.021.
+    `layer.4.output.dense.weight` with std 2.1 while layers 0-5 have std 0.021; or
+    `convnext.encoder.stages.1.layers.2.pwconv2.weight` 100x its siblings in stages 0 and 1.
 
     ## Use instead
     Find where the tensor was modified (merge scripts, conversions); reload it from the
@@ -89,40 +130,70 @@ def layer_scale_outlier(ctx):
     - `min_siblings`: smallest group that is compared.
     """
     groups = {}
-    for rec in ctx.scan.records:
-        st = rec.stats
-        if (rec.block is None or rec.role not in (T.LINEAR, T.CONV, T.EMBEDDING, T.NORM_GAIN)
-                or rec.origin != T.PRETRAINED or st is None or not st.finite or st.all_zero):
-            continue
-        groups.setdefault(rec.group, []).append(rec)
-    for members in groups.values():
+    for key, recs in T.sibling_groups(ctx.scan.records).items():
+        for rec in recs:
+            st = rec.stats
+            if (rec.role not in (T.LINEAR, T.CONV, T.EMBEDDING, T.NORM_GAIN) or rec.origin != T.PRETRAINED
+                    or st is None or not st.finite or _zero_scale(rec)):
+                continue
+            groups.setdefault((rec.role, key), []).append(rec)
+    for (role, _), members in groups.items():
         if len(members) < ctx.opt("min_siblings"):
             continue
-        # norm gains sit around 1 with a small spread: compare their mean |g|, not their std
-        measure = (lambda r: abs(r.stats.mean)) if members[0].role == T.NORM_GAIN else (lambda r: r.stats.std)
-        median = statistics.median(measure(r) for r in members)
+        what, values = _sibling_scale(role, members)
+        median = statistics.median(values)
         if median <= 0:
             continue
-        for rec in members:
-            v = measure(rec)
+        for rec, v in zip(members, values):
             factor = _ratio_outside(v, median, median)
             if factor < ctx.opt("warn_ratio"):
                 continue
             severity = ctx.severity if factor >= ctx.opt("error_ratio") else "warning"
-            what = "mean |gain|" if rec.role == T.NORM_GAIN else "std"
-            layers = sorted(r.layer for r in members)
-            yield ctx.finding(rec.name, f"{what} {v:.4g} vs median {median:.4g} of the same layer in blocks {layers[0]}-{layers[-1]}: "
+            yield ctx.finding(rec.name, f"{what} {v:.4g} vs median {median:.4g} of the same layer in {len(members)} blocks: "
                                         f"{factor:.1f}x {'above' if v > median else 'below'}",
                               value=v, expected=median, severity=severity)
 
 
-@rule("IC107", "norm-gain-range", "warning", options=("max_mean_abs",))
+def _sibling_scale(role, members):
+    """``(what, values)``: the scale measure IC106 compares across one sibling group."""
+    if role == T.NORM_GAIN:   # gains sit around 1 with a small spread: compare the effective gain's RMS
+        return "gain rms", [math.hypot(r.stats.mean + r.extra.get("gain_offset", 0.0), r.stats.std) for r in members]
+    stds = [r.stats.std for r in members]
+    if len({r.fan_in for r in members}) == 1:
+        return "std", stds
+    scaled = [s * math.sqrt(r.fan_in) for s, r in zip(stds, members)]
+    return ("std", stds) if _log_spread(stds) <= _log_spread(scaled) else ("std·sqrt(fan_in)", scaled)
+
+
+def _zero_scale(rec) -> bool:
+    """All zero, or for a ``1 + w`` gain ``w = -1`` everywhere: IC102's job, not a sibling to compare."""
+    offset = rec.extra.get("gain_offset", 0.0)
+    if offset:
+        return rec.stats.constant and rec.stats.min == -offset
+    return rec.stats.all_zero
+
+
+def _log_spread(values) -> float:
+    """Median absolute deviation of log(values): the natural spread of a group, deaf to one outlier."""
+    logs = [math.log(v) if v > 0 else -1e9 for v in values]
+    mid = statistics.median(logs)
+    return statistics.median(abs(x - mid) for x in logs)
+
+
+@rule("IC107", "norm-gain-range", "warning", options=("max_mean_abs", "negative_spread_ratio"))
 def norm_gain_range(rec, ctx):
     """A normalisation gain that is negative on average or huge.
 
     ## What it does
     Checks LayerNorm / RMSNorm / BatchNorm gains (all-zero gains are IC102's job): warns when
-    the mean gain is negative or the mean |gain| exceeds `max_mean_abs`.
+    the mean gain is negative, by more than `negative_spread_ratio` times the spread of its
+    values, or the mean |gain| exceeds `max_mean_abs`. Norms that compute `x * (1 + w)` (Gemma,
+    Gemma2/3, RecurrentGemma, Nemotron, ...: the model types in `[scan] one_plus_w_model_types`,
+    read from the tensor's own sub-model) are judged by their effective gain `1 + w`.
+
+    Harmless look-alikes: a `1 + w` norm's `w`, which starts at 0 and may be negative after
+    training while `1 + w` stays positive; BatchNorm gains drawn around zero on purpose
+    (EfficientNet and MobileViT init them normal(0, initializer_range)), which straddle zero.
 
     ## Why is this bad?
     Norm gains start at 1 and trained ones stay of order 1. A negative mean flips the sign of
@@ -130,22 +201,29 @@ def norm_gain_range(rec, ctx):
     on. Both point to a conversion or loading bug (e.g. weight and bias swapped).
 
     ## Example
-    `encoder.layer.0.attention.output.LayerNorm.weight` with mean -0.98.
+    `encoder.layer.0.attention.output.LayerNorm.weight` with mean -0.98; a Gemma
+    `input_layernorm.weight` with mean -2.1 (effective gain -1.1).
 
     ## Use instead
-    Reload the norm parameters from the original checkpoint; fresh norms start at ones.
+    Reload the norm parameters from the original checkpoint; fresh norms start at ones
+    (or at zeros, for `1 + w` norms).
 
     ## Options
     - `max_mean_abs`: the largest mean |gain| considered plausible.
+    - `negative_spread_ratio`: a negative mean gain counts only when it lies more than this many
+      standard deviations of the gain's values below zero.
     """
     st = rec.stats
     if rec.role != T.NORM_GAIN or st is None or not st.finite or st.all_zero:
         return None
-    if st.mean < 0:
-        return ctx.finding(rec.name, f"mean gain {st.mean:.4g} is negative: the normalised features are sign-flipped",
-                           value=st.mean, expected=1.0)
-    mean_abs = st.values.__abs__().mean() if st.values is not None else abs(st.mean)
+    offset = rec.extra.get("gain_offset", 0.0)
+    mean = st.mean + offset
+    what = "mean effective gain (1 + w)" if offset else "mean gain"
+    if mean < 0 and -mean > ctx.opt("negative_spread_ratio") * st.std:
+        return ctx.finding(rec.name, f"{what} {mean:.4g} is negative: the normalised features are sign-flipped",
+                           value=mean, expected=1.0)
+    mean_abs = abs(st.values + offset).mean() if st.values is not None else abs(mean)
     if mean_abs > ctx.opt("max_mean_abs"):
-        return ctx.finding(rec.name, f"mean |gain| {mean_abs:.4g} exceeds {ctx.opt('max_mean_abs'):g}",
+        return ctx.finding(rec.name, f"{'mean |1 + w|' if offset else 'mean |gain|'} {mean_abs:.4g} exceeds {ctx.opt('max_mean_abs'):g}",
                            value=float(mean_abs), expected=ctx.opt("max_mean_abs"))
     return None

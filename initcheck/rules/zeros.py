@@ -30,6 +30,11 @@ def all_zero_weights(ctx):
     Biases, norm biases and scalars are never flagged, nor names on the `allow` list
     (LoRA B, ReZero/Fixup gates, zero convolutions, ...).
 
+    Harmless look-alike: norms that compute `x * (1 + w)` (Gemma, Gemma2/3, RecurrentGemma,
+    Nemotron, ...: the model types in `[scan] one_plus_w_model_types`, read from the tensor's own
+    sub-model, so Gemma3's SigLIP vision tower keeps ordinary LayerNorms) start with `w = 0`, a
+    gain of 1: not flagged. Their defect is `w = -1` everywhere, an effective gain of zero: error.
+
     ## Why is this bad?
     With `W2 = 0` and `W1 = 0` in `W2·tanh(W1·x + b1)`, the gradient of `W1` is `W2ᵀ·δ = 0` and
     the gradient of `W2` is `δ·tanh(b1)ᵀ = 0`: neither layer ever moves, and the model is no
@@ -59,9 +64,16 @@ def all_zero_weights(ctx):
     links = None
     for rec in ctx.scan.records:
         st = rec.stats
-        if st is None or not st.all_zero or rec.role not in (T.LINEAR, T.CONV, T.EMBEDDING, T.NORM_GAIN):
+        if st is None or rec.role not in (T.LINEAR, T.CONV, T.EMBEDDING, T.NORM_GAIN):
             continue
-        if allowed(rec.name, allow):
+        offset = rec.extra.get("gain_offset", 0.0) if rec.role == T.NORM_GAIN else 0.0
+        if offset:   # x * (1 + w): w = 0 is the fresh init, w = -1 everywhere zeroes the gain
+            if st.constant and st.min == -offset and not allowed(rec.name, allow):
+                yield ctx.finding(rec.name, f"effective norm gain (1 + w) is all zero ({st.numel} elements, w = {-offset:g}): "
+                                            f"the layer outputs only its bias and passes no gradient below it",
+                                  value=0.0, expected=1.0)
+            continue
+        if not st.all_zero or allowed(rec.name, allow):
             continue
         if rec.role == T.NORM_GAIN:
             yield ctx.finding(rec.name, f"norm gain is all zero ({st.numel} elements): the layer outputs only its bias and passes no gradient below it",

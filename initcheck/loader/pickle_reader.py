@@ -1,0 +1,461 @@
+"""Read the tensors of a parsed torch checkpoint without torch: a restricted unpickler.
+
+It interprets the opcodes that ``pickle_scan`` parsed (the same bytes the scan judged) and knows
+only what ``torch.save`` writes for a state dict: plain containers, ``OrderedDict``, the tensor
+rebuild functions, storage classes and dtypes, and storages as persistent ids. Nothing is
+imported or called by name. Anything else raises ``NeedsTorch``: the caller may then hand the
+file to ``torch.load(weights_only=True)``, or refuse it.
+
+Bounds come before views: every storage record must hold exactly the bytes its persistent id
+declares, and every tensor's offset, sizes and strides must fit in its storage, before a numpy
+view is made. (torch's mmap path does not check record sizes: a tensor over a short record reads
+the next bytes of the file, the shape of CVE-2026-24747.)
+"""
+
+import math
+import struct
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InputError
+from .pickle_scan import LEGACY_PROTOCOL, Parsed, Pickle
+from .safetensors_file import check_name
+
+MAX_DIMS = 32  # numpy's floor across versions; no real weight comes close
+
+# torch dtype name -> (numpy dtype of the stored bits, itemsize); None: we cannot view it
+_DTYPES = {
+    "float64": (np.float64, 8), "float32": (np.float32, 4), "float16": (np.float16, 2), "bfloat16": (np.uint16, 2),
+    "float8_e4m3fn": (np.uint8, 1), "float8_e5m2": (np.uint8, 1), "float8_e4m3fnuz": (None, 1), "float8_e5m2fnuz": (None, 1),
+    "int64": (np.int64, 8), "int32": (np.int32, 4), "int16": (np.int16, 2), "int8": (np.int8, 1),
+    "uint64": (np.uint64, 8), "uint32": (np.uint32, 4), "uint16": (np.uint16, 2), "uint8": (np.uint8, 1),
+    "bool": (np.bool_, 1), "complex64": (None, 8), "complex128": (None, 16),
+}
+_STORAGES = {
+    "FloatStorage": "float32", "DoubleStorage": "float64", "HalfStorage": "float16", "BFloat16Storage": "bfloat16",
+    "LongStorage": "int64", "IntStorage": "int32", "ShortStorage": "int16", "CharStorage": "int8",
+    "ByteStorage": "uint8", "BoolStorage": "bool", "ComplexFloatStorage": "complex64", "ComplexDoubleStorage": "complex128",
+}
+# nested checkpoint layouts seen in the wild: {"state_dict": {...}}, {"model": {...}}, ...
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "ema")
+
+
+class NeedsTorch(Exception):
+    """The file is well-formed but uses something this reader does not know.
+
+    ``mmap_ok`` is False where torch's mmap path would read the wrong bytes (it takes a record's
+    offset without looking at its compression method: a deflated storage is read as raw bytes).
+    """
+
+    def __init__(self, reason: str, mmap_ok: bool = True):
+        super().__init__(reason)
+        self.mmap_ok = mmap_ok
+
+
+class _Unsupported(Exception):
+    """A tensor kind the statistics cannot read (sparse, meta, quantized, nested, subclasses)."""
+
+
+@dataclass(frozen=True)
+class _Global:
+    name: str  # one of the few functions _Machine._call knows
+
+
+@dataclass(frozen=True)
+class _DType:
+    name: str
+
+
+@dataclass(frozen=True)
+class _StorageType:
+    dtype: str  # "uint8" for UntypedStorage
+
+
+@dataclass(eq=False)
+class Storage:
+    """One storage record: ``key`` names ``data/<key>`` (zip) or a legacy storage."""
+
+    key: str
+    dtype: str
+    numel: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * _DTYPES[self.dtype][1]
+
+
+@dataclass(eq=False)
+class TensorRef:
+    """A tensor as the pickle describes it: a strided view of a storage."""
+
+    storage: Storage
+    offset: int
+    shape: tuple
+    stride: tuple
+    dtype: str
+
+
+def _globals():
+    g = {"collections.OrderedDict": _Global("odict"), "torch.Size": _Global("size"),
+         "torch.storage.UntypedStorage": _StorageType("uint8"),
+         "torch._utils._rebuild_tensor": _Global("v1"), "torch._utils._rebuild_tensor_v2": _Global("v2"),
+         "torch._utils._rebuild_tensor_v3": _Global("v3"), "torch._utils._rebuild_parameter": _Global("param"),
+         "torch._utils._rebuild_parameter_with_state": _Global("param")}
+    # tensor kinds the statistics cannot read: refused by name, whoever would rebuild them
+    for kind in ("sparse_tensor", "meta_tensor_no_storage", "nested_tensor", "qtensor", "wrapper_subclass",
+                 "device_tensor_from_numpy", "device_tensor_from_cpu_tensor"):
+        g[f"torch._utils._rebuild_{kind}"] = _Global("unsupported")
+    g["torch._tensor._rebuild_from_type_v2"] = _Global("unsupported")  # tensor subclasses
+    g["torch.serialization._get_layout"] = _Global("unsupported")  # only sparse layouts are pickled by name
+    for cls, dt in _STORAGES.items():
+        g[f"torch.{cls}"] = g[f"torch.cuda.{cls}"] = _StorageType(dt)
+    for dt in _DTYPES:
+        g[f"torch.{dt}"] = _DType(dt)
+    return g
+
+
+_KNOWN = _globals()
+_SCALARS = {"INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "FLOAT", "BINFLOAT",
+            "UNICODE", "SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "STRING", "BINSTRING", "SHORT_BINSTRING",
+            "BINBYTES", "SHORT_BINBYTES", "BINBYTES8"}
+
+
+class _Machine:
+    """The stack machine of ``pickle.load``, restricted to what a state dict needs."""
+
+    def __init__(self, rel, persistent_load=None):
+        self.rel = rel
+        self.persistent_load = persistent_load
+
+    def run(self, p: Pickle):
+        stack, metastack, memo = [], [], {}
+
+        def pop_mark():
+            nonlocal stack
+            items = stack
+            stack = metastack.pop()
+            return items
+
+        for name, arg, pos in p.ops:
+            if name in _SCALARS:
+                stack.append(arg)
+            elif name in ("PROTO", "FRAME"):
+                pass
+            elif name == "STOP":
+                return stack.pop()
+            elif name == "MARK":
+                metastack.append(stack)
+                stack = []
+            elif name == "POP":
+                stack.pop()
+            elif name == "POP_MARK":
+                pop_mark()
+            elif name == "DUP":
+                stack.append(stack[-1])
+            elif name == "NONE":
+                stack.append(None)
+            elif name in ("NEWTRUE", "NEWFALSE"):
+                stack.append(name == "NEWTRUE")
+            elif name == "EMPTY_TUPLE":
+                stack.append(())
+            elif name == "TUPLE":
+                items = pop_mark()  # rebinds stack: pop before appending
+                stack.append(tuple(items))
+            elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+                n = int(name[-1])
+                items = tuple(stack[-n:])
+                if len(items) != n:
+                    raise IndexError("stack underflow")
+                del stack[-n:]
+                stack.append(items)
+            elif name == "EMPTY_LIST":
+                stack.append([])
+            elif name == "LIST":
+                items = pop_mark()
+                stack.append(items)
+            elif name == "APPEND":
+                v = stack.pop()
+                _list(stack[-1]).append(v)
+            elif name == "APPENDS":
+                items = pop_mark()
+                _list(stack[-1]).extend(items)
+            elif name == "EMPTY_DICT":
+                stack.append({})
+            elif name == "DICT":
+                items = pop_mark()
+                stack.append(dict(zip(items[::2], items[1::2], strict=True)))
+            elif name == "SETITEM":
+                v, k = stack.pop(), stack.pop()
+                _dict(stack[-1])[_key(k)] = v
+            elif name == "SETITEMS":
+                items = pop_mark()
+                d = _dict(stack[-1])
+                for k, v in zip(items[::2], items[1::2], strict=True):
+                    d[_key(k)] = v
+            elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                memo[arg] = stack[-1]
+            elif name == "MEMOIZE":
+                memo[len(memo)] = stack[-1]
+            elif name in ("GET", "BINGET", "LONG_BINGET"):
+                stack.append(memo[arg])
+            elif name == "GLOBAL":
+                stack.append(_lookup(".".join(arg)))
+            elif name == "STACK_GLOBAL":
+                attr, mod = stack.pop(), stack.pop()
+                if not isinstance(mod, str) or not isinstance(attr, str):
+                    raise NeedsTorch("STACK_GLOBAL with computed operands")
+                from .pickle_scan import compat_name
+
+                stack.append(_lookup(".".join(compat_name(mod, attr))))
+            elif name == "REDUCE":
+                args = stack.pop()
+                stack.append(self._call(stack.pop(), args))
+            elif name == "BUILD":
+                state = stack.pop()
+                # a state dict's _metadata, a Parameter's extra state: nothing the scan reads
+                if not isinstance(stack[-1], (dict, TensorRef)):
+                    raise NeedsTorch("BUILD on something other than a dict or tensor")
+                del state
+            elif name == "BINPERSID":
+                stack.append(self._persistent(stack.pop()))
+            elif name == "PERSID":
+                stack.append(self._persistent(arg))
+            else:
+                raise NeedsTorch(f"opcode {name}")
+        raise IndexError("no STOP")
+
+    def _persistent(self, pid):
+        if self.persistent_load is None:
+            raise NeedsTorch("a persistent id outside the object pickle")
+        return self.persistent_load(pid)
+
+    def _call(self, fn, args):
+        if not isinstance(fn, _Global) or not isinstance(args, tuple):
+            raise NeedsTorch("REDUCE of something other than a known function")
+        fn = fn.name
+        if fn == "odict":
+            return OrderedDict(*args)
+        if fn == "size":
+            (dims,) = args
+            return tuple(dims)
+        if fn == "param":
+            if not isinstance(args[0], TensorRef):
+                raise NeedsTorch("a Parameter of something other than a tensor")
+            return args[0]
+        if fn == "unsupported":
+            raise _Unsupported()
+        if fn in ("v1", "v2", "v3"):
+            return self._tensor(fn, args)
+        raise NeedsTorch(f"a call to {fn!r}")
+
+    def _tensor(self, fn, args) -> TensorRef:
+        storage, offset, shape, stride = args[:4]
+        dtype = storage.dtype if isinstance(storage, Storage) else None
+        if fn == "v3":
+            if len(args) < 7 or not isinstance(args[6], _DType):
+                raise NeedsTorch("_rebuild_tensor_v3 without a dtype")
+            dtype = args[6].name
+        if not isinstance(storage, Storage):
+            raise NeedsTorch("a tensor over something other than a storage")
+        if not (_int(offset) and isinstance(shape, tuple) and isinstance(stride, tuple)
+                and all(map(_int, shape)) and all(map(_int, stride)) and len(shape) == len(stride)):
+            raise InputError(self.rel, f"tensor over storage {storage.key[:40]!r}: offset, sizes and strides must be integers, as many sizes as strides")
+        if len(shape) > MAX_DIMS:
+            raise InputError(self.rel, f"tensor over storage {storage.key[:40]!r} has {len(shape)} dimensions (at most {MAX_DIMS})")
+        return TensorRef(storage, offset, shape, stride, dtype)
+
+
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _list(v):
+    if not isinstance(v, list):  # pickle.load would call .append on anything: never valid in a state dict
+        raise TypeError("APPEND to something other than a list")
+    return v
+
+
+def _dict(v):
+    if not isinstance(v, dict):  # SETITEM on a non-dict corrupted memory in torch < 2.10 (CVE-2026-24747)
+        raise TypeError("SETITEM on something other than a dict")
+    return v
+
+
+def _key(k):
+    if not isinstance(k, (str, int, float, bool, type(None), tuple, bytes)):
+        raise NeedsTorch("a dict key that is not a plain value")
+    return k
+
+
+def _lookup(name: str):
+    if name not in _KNOWN:
+        raise NeedsTorch(f"global {name}")
+    return _KNOWN[name]
+
+
+def evaluate(p: Pickle, rel: str = ""):
+    """The value of a pickle that holds only plain data (no globals, no persistent ids)."""
+    return _Machine(rel).run(p)
+
+
+# --- the two file formats -----------------------------------------------------------------------
+
+@dataclass
+class Tensors:
+    """What the reader found: tensors by name, and where each storage's bytes start in the file."""
+
+    tensors: dict  # name -> TensorRef
+    offsets: dict  # Storage -> byte offset in the file
+
+
+def read_tensors(parsed: Parsed, rel: str) -> Tensors:
+    """The state dict of a parsed checkpoint, bounds-checked.
+
+    Raises:
+        NeedsTorch: a layout this reader does not know (the caller may fall back to torch.load).
+        InputError: the file is malformed or a tensor does not fit its storage.
+    """
+    try:
+        if parsed.kind == "zip":
+            return _read_zip(parsed, rel)
+        if parsed.kind == "legacy":
+            return _read_legacy(parsed, rel)
+    except _Unsupported:
+        raise InputError(rel, "unsupported tensor kind (sparse, meta, quantized, nested or a tensor subclass)") from None
+    raise InputError(rel, "a pickle that is not a torch checkpoint (no zip archive, no legacy magic number)")
+
+
+def _storages(rel, legacy: bool):
+    storages = {}
+
+    def persistent_load(pid):
+        n = 6 if legacy else 5
+        if not isinstance(pid, tuple) or len(pid) != n or pid[0] != "storage":
+            raise NeedsTorch(f"persistent id {str(pid)[:60]}")
+        _, stype, key, _location, numel = pid[:5]
+        if legacy and pid[5] is not None:
+            raise NeedsTorch("a legacy storage view")
+        if not isinstance(stype, _StorageType) or not isinstance(key, str) or not _int(numel) or numel < 0:
+            raise InputError(rel, f"malformed storage reference {str(pid)[:80]}")
+        if key in storages:
+            s = storages[key]
+            if (s.dtype, s.numel) != (stype.dtype, numel):
+                raise InputError(rel, f"storage {key[:40]!r} is declared twice with different dtypes or sizes")
+            return s
+        storages[key] = Storage(key, stype.dtype, numel)
+        return storages[key]
+
+    return storages, persistent_load
+
+
+def _read_zip(parsed: Parsed, rel: str) -> Tensors:
+    zf = parsed.zip
+    order = zf.record("byteorder")
+    storages, persistent_load = _storages(rel, legacy=False)
+    obj = _Machine(rel, persistent_load).run(parsed.pickles[0])
+    records = {}
+    for key, s in storages.items():
+        m = zf.record(f"data/{key}")
+        if m is None:
+            raise InputError(rel, f"storage {key[:40]!r} has no record data/{key[:40]} in the archive")
+        if m.size != s.nbytes:
+            raise InputError(rel, f"storage {key[:40]!r} declares {s.nbytes} bytes but its record holds {m.size}")
+        records[s] = m
+    tensors = _flatten(obj, rel)  # bounds are checked here, before any fallback
+    if order is not None and zf.read(order, 16) != b"little":
+        raise NeedsTorch("a big-endian archive")
+    if any(m.method != 0 for m in records.values()):
+        raise NeedsTorch("compressed storage records", mmap_ok=False)
+    return Tensors(tensors, {s: m.data_offset for s, m in records.items()})
+
+
+def _read_legacy(parsed: Parsed, rel: str) -> Tensors:
+    _, proto, info, body, keys = parsed.pickles
+    if evaluate(proto, rel) != LEGACY_PROTOCOL:
+        raise InputError(rel, "legacy torch file with an unknown protocol version")
+    info = evaluate(info, rel)
+    if not isinstance(info, dict) or info.get("little_endian") is not True:
+        raise NeedsTorch("a big-endian or unlabelled legacy file")
+    storages, persistent_load = _storages(rel, legacy=True)
+    obj = _Machine(rel, persistent_load).run(body)
+    keys = evaluate(keys, rel)
+    if not isinstance(keys, list) or sorted(map(str, keys)) != sorted(storages) or len(set(keys)) != len(keys):
+        raise InputError(rel, "legacy storage keys do not match the storages the object uses")
+    buf, pos, offsets = parsed.buf, parsed.data_start, {}
+    for key in keys:
+        s = storages[key]
+        if pos + 8 > len(buf):
+            raise InputError(rel, f"legacy storage {key[:40]!r} is truncated")
+        (numel,) = struct.unpack("<q", buf[pos:pos + 8])
+        if numel != s.numel:
+            raise InputError(rel, f"legacy storage {key[:40]!r} holds {numel} elements but the pickle declares {s.numel}")
+        offsets[s] = pos + 8
+        pos += 8 + s.nbytes
+        if pos > len(buf):
+            raise InputError(rel, f"legacy storage {key[:40]!r} is truncated")
+    if pos != len(buf):
+        raise InputError(rel, f"{len(buf) - pos} bytes after the last legacy storage")
+    return Tensors(_flatten(obj, rel), offsets)
+
+
+def _flatten(obj, rel: str) -> dict:
+    for key in WRAPPER_KEYS:
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    out = {}
+
+    def walk(prefix, value, depth):
+        if depth > 100:
+            raise InputError(rel, "state dict is nested too deeply")
+        if isinstance(value, TensorRef):
+            check_bounds(prefix or "tensor", value, rel)
+            out[prefix] = value
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v, depth + 1)
+
+    walk("", obj, 0)
+    if "" in out:  # torch.save(tensor): a bare tensor
+        out["tensor"] = out.pop("")
+    if not out:
+        raise InputError(rel, "holds no tensors")
+    return out
+
+
+def check_bounds(name: str, t: TensorRef, rel: str):
+    """Refuse a tensor whose offset, sizes or strides reach outside its storage, or that we cannot view."""
+    check_name(name, rel)
+    shown = name if len(name) <= 80 else name[:77] + "..."
+    if t.dtype not in _DTYPES or _DTYPES[t.dtype][0] is None and not t.dtype.endswith("fnuz"):
+        raise InputError(rel, f"tensor {shown!r}: unsupported dtype {t.dtype}")
+    if _DTYPES[t.dtype][0] is None:
+        raise NeedsTorch(f"dtype {t.dtype}")
+    if t.offset < 0 or any(d < 0 for d in t.shape) or any(s < 0 for s in t.stride):
+        raise InputError(rel, f"tensor {shown!r}: negative storage offset, size or stride")
+    if math.prod(t.shape) == 0:
+        return  # no element is read (torch does not check these either)
+    itemsize = _DTYPES[t.dtype][1]
+    last = t.offset + sum((d - 1) * s for d, s in zip(t.shape, t.stride))
+    if (last + 1) * itemsize > t.storage.nbytes:
+        raise InputError(rel, f"tensor {shown!r}: shape {list(t.shape)} with strides {list(t.stride)} at offset {t.offset} "
+                              f"needs {(last + 1) * itemsize} bytes of storage {t.storage.key[:40]!r}, which holds {t.storage.nbytes}")
+    # zero or overlapping strides repeat elements: the statistics would materialize every repeat
+    # (a 1-element storage can claim a terabyte tensor); no weight is saved that way
+    if math.prod(t.shape) * itemsize > t.storage.nbytes:
+        raise InputError(rel, f"tensor {shown!r}: shape {list(t.shape)} with strides {list(t.stride)} repeats elements: "
+                              f"{math.prod(t.shape) * itemsize} bytes of view over {t.storage.nbytes} bytes of storage")
+
+
+def view(buf, t: TensorRef, file_offset: int) -> np.ndarray:
+    """The raw stored values of ``t`` as a read-only numpy array over ``buf`` (bounds already checked)."""
+    np_dtype, itemsize = _DTYPES[t.dtype]
+    if math.prod(t.shape) == 0:
+        return np.zeros(t.shape, dtype=np_dtype)
+    arr = np.ndarray(t.shape, dtype=np_dtype, buffer=buf, offset=file_offset + t.offset * itemsize,
+                     strides=tuple(s * itemsize for s in t.stride))
+    arr.flags.writeable = False
+    # the statistics read contiguous chunks: copy a non-contiguous view, as torch's .contiguous() did
+    return arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
