@@ -84,6 +84,8 @@ def expected_std(rec, config: dict | None, strict: bool):
         head = f * decl.d_model ** -0.5
         if rec.role == T.EMBEDDING:
             return f, f, f"normal(0, {label}·1.0)"
+        if strict and "classification_head." in rec.name:  # T5ClassificationHead: both layers at factor·d_model^-0.5
+            return head, head, f"normal(0, {label}·d_model^-0.5={head:.3g})"
         if strict:
             return head, f, f"{label}: normal(0, factor·d_model^-0.5={head:.3g}) for heads .. factor·1.0 for lm_head"
     elif ir is not None and strict:

@@ -145,11 +145,15 @@ def load_task_model(scan, recipe, options):
     and shapes give the load report, and only the new modules are materialised to check their init.
     """
     ckpt = scan.checkpoint
+    _torch_may_unpickle(ckpt)
     need = sum(e.numel * itemsize(e.dtype) for e in ckpt.entries)
     share, avail = options["task_model_memory_fraction"], hf.mem_available()
     if avail is None or need <= share * avail or recipe.get("library") == "timm":
         model, info = build_task_model(recipe)
         report = _load_report(model, info, "ran")
+        for key, std in (info.get("init_ref_std") or {}).items():  # timm: its own init of the classifier
+            if key in scan.by_name:
+                scan.by_name[key].extra["init_ref_std"] = std
     else:
         model = build_skeleton(recipe)
         report = _load_report(model, _skeleton_info(model, ckpt), "skeleton")
@@ -172,6 +176,19 @@ def load_task_model(scan, recipe, options):
         if name in scan.by_name:
             scan.by_name[name].origin_detail = f"unused by {type(model).__name__}"
     scan.load_report = report
+
+
+def _torch_may_unpickle(ckpt):
+    """transformers (and timm's loader) unpickle .bin files with torch.load: never on a torch with
+    known weights-only loader CVEs. The static findings still stand (IC300 says why)."""
+    from .loader.pickle_file import check_torch_version
+
+    for f in ckpt.files:
+        if f.format == "pickle":
+            try:
+                check_torch_version(f.path)
+            except InputError as e:
+                raise BuildError(e.path, f"the task model was not built: {e.problem}") from None
 
 
 def _load_report(model, info, status) -> dict:

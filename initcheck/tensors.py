@@ -172,11 +172,22 @@ def locate(name: str, shape: tuple):
     if block is None:
         return None, None, f"{name}{list(shape)}"
     pattern.append(name[last:])
+    pattern = [_stage_wild("".join(pattern))]
     sig = [str(len(shape))]
     if len(shape) >= 2:   # widening, narrowing or square: a bottleneck's reduce and expand convs differ
         sig.append(">" if shape[0] > shape[1] else "<" if shape[0] < shape[1] else "=")
         sig += ["x".join(map(str, shape[2:]))] if len(shape) > 2 else []
     return block, layer, "".join(pattern) + "[" + ":".join(sig) + "]"
+
+
+# torchvision / timm ResNets number their stages in the name: layer1.0, layer2.0, ...
+_STAGE = re.compile(r"(^|\.)([A-Za-z_]+?)\d+(?=\.\*\.)")
+
+
+def _stage_wild(key: str) -> str:
+    """``layer1.*.conv1.weight`` -> ``layer*.*.conv1.weight``: a name numbered like a stage and
+    followed by a block index is a stage, so its blocks are siblings of the other stages' blocks."""
+    return _STAGE.sub(r"\1\2*", key)
 
 
 def _block_indices(tokens) -> list:
@@ -222,7 +233,7 @@ def sibling_groups(records) -> dict:
             for i in idx:
                 if ".".join("*" if j in idx else t for j, t in enumerate(tokens[:i])) not in kinds:
                     wild[i] = "*"
-            key = ".".join(wild) + r.group[r.group.rfind("["):]
+            key = _stage_wild(".".join(wild)) + r.group[r.group.rfind("["):]
         groups.setdefault(key, []).append(r)
     return groups
 

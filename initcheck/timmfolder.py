@@ -85,7 +85,8 @@ def build(folder, cfg: dict, seed: int, state: dict | None = None, labels: int |
         labels: classes for a new classifier (``--num-labels``); default: the config's.
 
     Returns:
-        ``(model, loading_info)`` with missing / unexpected / mismatched keys, as transformers reports them.
+        ``(model, loading_info)`` with missing / unexpected / mismatched keys, as transformers reports
+        them, and ``init_ref_std``: the std timm's own init gives each classifier weight.
 
     Raises:
         InputError: timm is missing or does not know the architecture.
@@ -109,12 +110,17 @@ def build(folder, cfg: dict, seed: int, state: dict | None = None, labels: int |
     if state is None:
         state = load_state(folder)
     own = model.state_dict()
+    # the std timm's own init gives the classifier: what a stored head is judged against (IC105)
+    heads = classifier_prefixes(cfg)
+    ref = {k: float(v.float().std()) for k, v in own.items()
+           if v.dim() >= 2 and v.numel() > 1 and any(k.startswith(h + ".") for h in heads)}
     mismatched = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state.items()
                   if k in own and tuple(v.shape) != tuple(own[k].shape)]
     loadable = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
     result = model.load_state_dict(loadable, strict=False)
     info = {"missing_keys": list(result.missing_keys) + [m[0] for m in mismatched],
-            "unexpected_keys": [k for k in state if k not in own], "mismatched_keys": mismatched}
+            "unexpected_keys": [k for k in state if k not in own], "mismatched_keys": mismatched,
+            "init_ref_std": {k: v for k, v in ref.items() if v > 0}}
     return model.float(), info
 
 

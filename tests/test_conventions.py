@@ -226,8 +226,11 @@ def test_init_std_is_read_from_the_tensors_own_sub_config(name, config, std, mod
 def test_t5_initializer_factor_semantics():
     t5 = {"model_type": "t5", "d_model": 64, "initializer_factor": 2.0}
     head = T.make_record("classification_head.dense.weight", (64, 64), "float32", "x")
+    qa = T.make_record("qa_outputs.weight", (2, 64), "float32", "x")
     emb = T.make_record("shared.weight", (100, 64), "float32", "x")
-    assert expected_std(head, t5, strict=True)[:2] == pytest.approx((2.0 / 8, 2.0))
+    # T5ClassificationHead: factor·d_model^-0.5 exactly; other heads (qa_outputs, lm_head) up to factor·1.0
+    assert expected_std(head, t5, strict=True)[:2] == pytest.approx((2.0 / 8, 2.0 / 8))
+    assert expected_std(qa, t5, strict=True)[:2] == pytest.approx((2.0 / 8, 2.0))
     assert expected_std(emb, t5, strict=False)[:2] == pytest.approx((2.0, 2.0))
     lo, hi, label = expected_std(head, t5, strict=False)   # the fan band, with factor·fan_in^-0.5 in it
     assert lo == pytest.approx(1 / math.sqrt(3 * 64)) and "initializer_factor=2" in label

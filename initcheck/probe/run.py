@@ -107,7 +107,10 @@ def _run(scan, settings, pack, tr, model, task, recipe, started) -> dict:
         p.requires_grad_(n in params)
     if not params:
         return _skip(tr, f"no trainable parameters with --train {settings.train} (heads found: {heads or 'none'})")
-    batch = _batch(model, task, settings, recipe)
+    batch = _batch(model, task, settings, recipe, pack.rules[SKIPPED])
+    rows = next((v.shape[0] for k, v in batch.items() if k in ("pixel_values", "x") and isinstance(v, torch.Tensor)), None)
+    if rows is not None:
+        tr["batch_size"] = int(rows)  # images per batch, after image_pixels_per_batch
     batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     batch, loss_fn = loop.loss_for(model, batch)
     tr["head_modules"] = heads
@@ -293,16 +296,36 @@ def _expect(tr, model, task, batch, loss_fn):
         tr["expected_initial_loss_reason"] = "the LM head was loaded: a pretrained LM is not uninformed on random tokens"
 
 
-def _batch(model, task, settings, recipe) -> dict:
+def _rows_for(pixels: int, batch_size: int, rules: dict) -> int:
+    """Images per probe batch: ``batch_size``, fewer when the images are large. A ViT-base step on
+    8 images of 224x224 costs about 6x a BERT-base step on 8x32 tokens; ``image_pixels_per_batch``
+    (2x224x224 by default) keeps an image probe within the text probe's time."""
+    budget = rules.get("image_pixels_per_batch") or 0
+    if budget <= 0 or pixels <= 0:
+        return batch_size
+    return max(1, min(batch_size, budget // pixels))
+
+
+def _image_rows(model, task, batch_size, rules) -> int:
+    if task != "image-classification":
+        return batch_size
+    _, h, w = inputs.image_shape(inputs.config_of(model))
+    return _rows_for(h * w, batch_size, rules)
+
+
+def _batch(model, task, settings, recipe, pack_rules=None) -> dict:
+    pack_rules = pack_rules or {}
     if settings.batch is not None:
         return dict(settings.batch)
     if recipe.get("library") == "timm":
         if settings.data:
             raise InputError(settings.data, "--data is not supported for timm folders yet; omit it for a synthetic image batch")
         from ..taskmodel import _config_json
-        from ..timmfolder import synthetic_batch
+        from ..timmfolder import input_size, synthetic_batch
 
-        return synthetic_batch(_config_json(recipe["path"]), settings.batch_size, settings.seed)
+        cfg = _config_json(recipe["path"])
+        _, h, w = input_size(cfg)
+        return synthetic_batch(cfg, _rows_for(h * w, settings.batch_size, pack_rules), settings.seed)
     if inputs.config_of(model) is None:
         raise ValueError("a plain nn.Module has no config to shape a synthetic batch: pass batch={...}")
     media = inputs.wants(model, task)
@@ -314,7 +337,8 @@ def _batch(model, task, settings, recipe) -> dict:
     if settings.data:
         return batches.from_jsonl(settings.data, model, task, settings.batch_size, settings.seq_len, tokenizer)
     if media:
-        return inputs.synthetic(model, task, settings.batch_size, settings.seq_len, settings.seed, tokenizer)
+        rows = _image_rows(model, task, settings.batch_size, pack_rules)
+        return inputs.synthetic(model, task, rows, settings.seq_len, settings.seed, tokenizer)
     return batches.synthetic(model, task, settings.batch_size, settings.seq_len, settings.seed, tokenizer)
 
 

@@ -24,7 +24,8 @@ def _f(x):
     return float(x) if x is not None else None
 
 
-@rule("IC300", "probe-skipped", "info", options=("memory_fraction", "max_memory_bytes"), scope="model")
+@rule("IC300", "probe-skipped", "info", options=("memory_fraction", "max_memory_bytes", "image_pixels_per_batch"),
+      scope="model")
 def probe_skipped(ctx):
     """The probe run was asked for (or due) but could not run.
 
@@ -57,6 +58,9 @@ def probe_skipped(ctx):
       available memory.
     - `max_memory_bytes`: a cap in bytes on that budget, whatever is free (0: no cap); a shared
       machine's share, or a way to try the offload path on a small model.
+    - `image_pixels_per_batch`: an image classifier's probe batch holds at most this many pixels
+      (`--batch-size` images or fewer; 0: no cap), so a 224x224 ViT-base probes in about the
+      time of a BERT-base.
     """
     p = ctx.scan.probe
     if p and p.get("status") == "skipped":

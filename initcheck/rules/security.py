@@ -54,7 +54,9 @@ def unsafe_pickle_global(ctx):
         loaded = rel in ckpt.readers
         if loaded:
             bad = [g for g in names if not is_allowed(g, safe)]
-            what = "not loaded: its tensors are absent from this check" if rel in ckpt.refused else "loaded with weights_only=True"
+            how = getattr(ckpt.readers[rel], "reader", "initcheck")
+            what = ("not loaded: its tensors are absent from this check" if rel in ckpt.refused
+                    else "read by initcheck's restricted reader" if how == "initcheck" else "loaded with torch.load(weights_only=True)")
         else:
             bad = [g for g in names if any(fnmatchcase(g, p) for p in ctx.opt("dangerous"))]
             what = "initcheck does not load this file; nothing should"
