@@ -107,9 +107,10 @@ def layer_scale_outlier(ctx):
     across stages, so the scale is measured two ways: the std (fixed-std inits such as
     normal(0, initializer_range) keep it constant across widths) and std·sqrt(fan_in) (fan-based
     inits such as Kaiming keep that constant); each group uses the one that spreads less across
-    its members (median absolute deviation of the logs, which one outlier cannot sway). Siblings of one shape (BERT, GPT, Llama) compare plain stds either way. Norm gains
-    compare the root mean square of their effective gain (`1 + w` for norms that compute
-    `x * (1 + w)`). Needs at least `min_siblings` tensors in a group.
+    its members (median absolute deviation of the logs, which one outlier cannot sway).
+    Siblings of one shape (BERT, GPT, Llama) compare plain stds either way. Norm gains compare
+    the root mean square of their effective gain (`1 + w` for norms that compute `x * (1 + w)`).
+    Needs at least `min_siblings` tensors in a group.
 
     ## Why is this bad?
     Training moves weights by small factors, not by 30x. A layer 100x off its siblings was
