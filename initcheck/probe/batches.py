@@ -165,7 +165,9 @@ def load_tokenizer(folder):
         return None
 
 
-def _rows(path: Path, n: int) -> list:
+def read_rows(path: Path, n: int, fits, need: str) -> list:
+    """The first ``n`` rows of a JSONL file as ``(line number, dict)``; ``fits(row)`` says whether a
+    row has what the task needs, ``need`` says it in the error ("a \"text\" string")."""
     if not path.is_file():
         raise InputError(path, "no such --data file")
     rows = []
@@ -177,8 +179,8 @@ def _rows(path: Path, n: int) -> list:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise InputError(path, f"line {lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("text", row.get("tokens")), (str, list)):
-                raise InputError(path, f'line {lineno}: each line needs a "text" string (or "tokens" list)')
+            if not isinstance(row, dict) or not fits(row):
+                raise InputError(path, f"line {lineno}: each line needs {need}")
             rows.append((lineno, row))
             if len(rows) == n:
                 break
@@ -218,7 +220,8 @@ def from_jsonl(path, model, task: str, batch_size: int, seq_len: int, tokenizer)
         raise InputError(path, "--data needs a tokenizer saved in the model folder (none found); omit --data for synthetic batches")
     if task in ("question-answering", "multiple-choice"):
         raise InputError(path, f"--data is not supported for {task}; omit --data for synthetic batches")
-    rows = _rows(path, batch_size)
+    rows = read_rows(path, batch_size, lambda r: isinstance(r.get("text", r.get("tokens")), (str, list)),
+                     'a "text" string (or "tokens" list)')
     cfg = model.config
     kw = dict(truncation=True, max_length=seq_len, padding="max_length", return_tensors="pt")
     if tokenizer.pad_token is None:

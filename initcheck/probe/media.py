@@ -74,30 +74,6 @@ def load_processor(folder, task):
     return None
 
 
-def _rows(path: Path, n: int, key: str) -> list:
-    import json
-
-    if not path.is_file():
-        raise InputError(path, "no such --data file")
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(path, f"line {lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict) or key not in row:
-                raise InputError(path, f'line {lineno}: each line needs an "{key}" file name')
-            rows.append((lineno, row))
-            if len(rows) == n:
-                break
-    if not rows:
-        raise InputError(path, "no rows")
-    return rows
-
-
 def _labels(path, rows, model):
     cfg = inputs.config_of(model)
     return torch.tensor([batches._label(path, n, r, cfg) for n, r in rows])
@@ -122,7 +98,7 @@ def from_jsonl(path, model, task: str, batch_size: int, seq_len: int, folder) ->
     if processor is None:
         raise InputError(path, "--data needs the processor saved in the model folder (preprocessor_config.json; "
                                "processor.save_pretrained(folder)); omit --data for synthetic batches")
-    rows = _rows(path, batch_size, key)
+    rows = batches.read_rows(path, batch_size, lambda r: key in r, f'an "{key}" file name')
     files = [safe_path(path.parent, r[key], path, n) for n, r in rows]
     if key == "image":
         batch = _images(path, rows, files, processor)
