@@ -3,17 +3,32 @@
 Runs offline in a few seconds: a tiny BERT built from a config (in real use, from_pretrained),
 a custom two-layer head, and a transformers Trainer with InitCheckCallback attached.
 
+Needs the ``trainer`` extra (transformers' Trainer needs accelerate):
+
+    pip install "initcheck[trainer]"
+
     python examples/train_with_callback.py           # zero head: stopped, exit 1
-    python examples/train_with_callback.py --fixed   # proper init: trains
+    python examples/train_with_callback.py --fixed   # proper init: trains, exit 0
+
+Exit 3 means a dependency is missing (not a finding): install the extra and run it again.
+The callback reads the project config ([tool.initcheck] or initcheck.toml) like the CLI does.
 """
 
 import sys
 
-import torch
-from torch import nn
-from transformers import BertConfig, BertModel, Trainer, TrainingArguments
+MISSING_DEPENDENCY = 3   # distinct from 1, "initcheck stopped the run"
 
-from initcheck.integrations import InitCheckCallback, InitCheckFailed
+try:
+    import accelerate  # noqa: F401 - Trainer imports it lazily and fails mid-run without it
+    import torch
+    from torch import nn
+    from transformers import BertConfig, BertModel, Trainer, TrainingArguments
+
+    from initcheck.integrations import InitCheckCallback, InitCheckFailed
+except ImportError as e:
+    print(f"train_with_callback: missing dependency: {e}; install it with: pip install \"initcheck[trainer]\"",
+          file=sys.stderr)
+    sys.exit(MISSING_DEPENDENCY)
 
 
 class Classifier(nn.Module):

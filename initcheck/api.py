@@ -48,12 +48,14 @@ def run(target, settings: Settings) -> Report:
     if _probe_wanted(settings, scan, pack):
         from .probe import run_probe
 
-        run_probe(scan, settings, pack)
+        _phase(settings, "probe: building the task model and training")
+        run_probe(scan, settings, pack, on_step=getattr(settings.progress, "step", None))
     elif scan.facts.get("task_model_error"):  # --no-probe: the failed build is still said (IC300)
         from .probe.trace import skipped
 
         scan.probe = skipped(settings, (scan.facts.get("task_model") or {}).get("task"),
                              scan.facts.get("task_model") or {}, scan.facts["task_model_error"])
+    _phase(settings, "running the rules")
     findings = run_rules(scan, pack, rules)
     from .policy import apply_policy
 
@@ -65,22 +67,31 @@ def scan_path(path, pack, settings: Settings):
     """Open, label and measure a checkpoint on disk, streaming one tensor at a time."""
     from . import origins
 
+    _phase(settings, "opening")
     pickle_opts = pack.rules.get("IC401", {})  # pickles importing anything else are not loaded
-    ckpt = open_checkpoint(path, safe_globals=list(pickle_opts.get("safe_globals", [])) + list(pickle_opts.get("allow", [])))
+    from .loader.limits import Limits
+
+    ckpt = open_checkpoint(path, safe_globals=list(pickle_opts.get("safe_globals", [])) + list(pickle_opts.get("allow", [])),
+                           limits=Limits.from_scan(pack.scan), side_globals=list(pickle_opts.get("side_file_globals", [])))
     records = scan_mod.records_for(ckpt, pack.scan)
     scan = scan_mod.Scan(path=str(path), records=records, config=ckpt.config, checkpoint=ckpt,
-                         files=[{"path": f.path, "size": f.size, "format": f.format} for f in ckpt.files])
+                         files=[f.as_dict() for f in ckpt.files + ckpt.other_files])
     origins.assign(scan, settings)
     order = list(range(len(ckpt.entries)))
     if ckpt.all_mapped():   # largest first: the two threads then finish together (mmap'd: any order is free)
         order.sort(key=lambda i: -ckpt.entries[i].numel)
     arrays = (ckpt.array(ckpt.entries[i]) for i in order)
-    with _progress(settings.progress, total_bytes=sum(f.size for f in ckpt.files),
-                   total_tensors=len(ckpt.entries)) as advance:
+    total = sum(f.size for f in ckpt.files)
+    bar = (settings.progress.scan(total, len(ckpt.entries)) if hasattr(settings.progress, "scan")
+           else _progress(settings.progress, total_bytes=total, total_tensors=len(ckpt.entries)))
+    with bar as advance:
         scan_mod.compute_stats([scan.records[i] for i in order], arrays, pack.scan, advance)
     # the task model is built when named (--task), or from config.json's architectures when a probe may run
+    if settings.task or (scan.config and _probe_enabled(settings, pack)):  # a task model may be built
+        _phase(settings, "building the task model (load report)")
     _finish_origins(scan, settings, pack)
     if settings.hashes:
+        _phase(settings, "hashing files")
         _hash_files(scan, ckpt)
     return scan
 
@@ -113,12 +124,21 @@ def _finish_origins(scan, settings, pack):
 def _hash_files(scan, ckpt):
     import hashlib
 
+    read = {f.path for f in ckpt.files}  # the files the check read; side files are listed, not hashed (an optimizer.pt is 2x the model)
     for f in scan.files:
+        if f["path"] not in read:
+            continue
         h = hashlib.sha256()
         with open(ckpt.root / f["path"], "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
         f["sha256"] = h.hexdigest()
+
+
+def _phase(settings: Settings, name: str):
+    """Tell a progress observer (``initcheck.report.progress``) that a phase starts; a bool is the old bar."""
+    if hasattr(settings.progress, "phase"):
+        settings.progress.phase(name)
 
 
 def _is_module(target) -> bool:

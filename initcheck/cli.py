@@ -10,6 +10,21 @@ from .config import TASKS, Settings
 from .errors import InputError
 from .report import FORMATS
 
+# -o FILE takes its format from the extension; a --format right before an -o names that file's format
+EXTENSIONS = {".json": "json", ".html": "html", ".htm": "html", ".sarif": "sarif", ".xml": "junit", ".md": "markdown",
+              ".txt": "text"}
+OUTPUTS_HELP = """\b
+Outputs:
+  --format F            stdout gets format F (default: text)
+  -o FILE               FILE gets the format its extension names:
+                        .json .html .sarif .xml (JUnit) .md (Markdown) .txt
+  --format F -o FILE    an explicit pair: FILE gets format F (F must agree
+                        with a known extension; any extension otherwise)
+Repeat -o (and pairs) to write several reports in one run. A --format that no
+-o follows names stdout's format; at most one may. Whatever goes to files,
+a one-line verdict goes to the terminal (stderr when stdout carries a report),
+unless -q."""
+
 
 def _split(values) -> list:
     """Accept both repeated flags and comma-separated lists."""
@@ -36,6 +51,12 @@ def main():
     initcheck rules                 list the rules
     initcheck rule IC102            show a rule's documentation
     initcheck config                show the effective settings
+
+    \b
+    Outputs: -o FILE writes the format its extension names (.json .html .sarif
+    .xml .md .txt); --format F names stdout's format, or the format of the
+    -o FILE right after it. A one-line verdict always reaches the terminal
+    (-q: none). Details: initcheck check --help.
     """
 
 
@@ -52,9 +73,13 @@ def _fail(e: Exception, debug: bool):
 def check_options(f):
     opts = [
         click.option("--format", "formats", multiple=True, type=click.Choice(list(FORMATS)),
-                     help="Output format; repeat with -o to write several reports in one run."),
+                     help="stdout's format, or the format of the -o right after it (see Outputs below)."),
         click.option("-o", "--output", "outputs", multiple=True, type=click.Path(dir_okay=False),
-                     help="Output file for the --format in the same position (default: stdout)."),
+                     help="Write a report to FILE, in the format its extension names (repeatable)."),
+        click.option("-q", "--quiet", is_flag=True, default=False, help="No verdict line on the terminal."),
+        click.option("-v", "--verbose", is_flag=True, default=False,
+                     help="Progress as plain lines on stderr when it is not a terminal (CI logs)."),
+        click.option("--revision", default=None, help="Branch, tag or commit of a Hub id in the local cache."),
         click.option("--fail-on", type=click.Choice(["error", "warning", "info", "never"]), default=None,
                      help="Lowest severity that fails the run (exit 1). Default: error."),
         click.option("--select", multiple=True, help="Rules to run: id, id prefix, name or ALL (repeatable, comma-separated)."),
@@ -68,10 +93,10 @@ def check_options(f):
         click.option("--head", "heads", multiple=True, help="Glob of parameter names that are new (repeatable)."),
         click.option("--trust-remote-code", is_flag=True, default=False, help="Allow custom model code from the folder."),
         click.option("--probe/--no-probe", "probe", default=None, help="Run (or skip) the short probe training run."),
-        click.option("--probe-steps", type=int, default=None, help="Probe training steps (default 20)."),
-        click.option("--lr", type=float, default=None, help="Probe learning rate (default 5e-5, AdamW)."),
-        click.option("--batch-size", type=int, default=None),
-        click.option("--seq-len", type=int, default=None),
+        click.option("--probe-steps", type=int, default=None, help="Probe training steps (default 20, at least 1)."),
+        click.option("--lr", type=float, default=None, help="Probe learning rate (default 5e-5, AdamW; above 0)."),
+        click.option("--batch-size", type=int, default=None, help="Probe batch size (default 8, at least 1)."),
+        click.option("--seq-len", type=int, default=None, help="Probe sequence length (default 32, at least 1)."),
         click.option("--seed", type=int, default=None),
         click.option("--device", default=None, help="Probe device: cpu (default) or cuda."),
         click.option("--train", type=click.Choice(["all", "heads"]), default=None, help="Probe a full fine-tune or heads only."),
@@ -97,46 +122,160 @@ def build_settings(config_file=None, **cli) -> Settings:
                 setattr(settings, key, value)
         elif value is not None:
             setattr(settings, key, value)
-    return settings.validate()
+    return _check_probe_settings(settings.validate())
 
 
-@main.command()
+def _check_probe_settings(s: Settings) -> Settings:
+    """Probe settings no run could use are usage errors, not findings: the user mistyped them."""
+    import math
+
+    for name, value, ok in (("--probe-steps", s.probe_steps, s.probe_steps >= 1),
+                            ("--batch-size", s.batch_size, s.batch_size >= 1),
+                            ("--seq-len", s.seq_len, s.seq_len >= 1),
+                            ("--lr", s.lr, math.isfinite(s.lr) and s.lr > 0)):
+        if not ok:
+            raise InputError(None, f"{name} {value} is impossible: it must be {'above 0' if name == '--lr' else 'at least 1'}")
+    if s.probe is not False and str(s.device).startswith("cuda"):
+        import torch  # only when a GPU is asked for: the static path stays torch-free
+
+        if not torch.cuda.is_available():
+            raise InputError(None, f"--device {s.device}: this torch ({torch.__version__}) sees no CUDA device; "
+                                   "use --device cpu, or --no-probe")
+    elif str(s.device) not in ("cpu",) and not str(s.device).startswith(("cuda", "mps", "xpu")):
+        raise InputError(None, f"--device {s.device!r} is not a device torch knows (cpu, cuda, cuda:N)")
+    return s
+
+
+class _CheckCommand(click.Command):
+    """Records the order of --format and -o on the command line: click keeps each option's values
+    in order, but not how two options interleave, and that order is what pairs them."""
+
+    def make_parser(self, ctx):
+        parser = super().make_parser(ctx)
+        parse = parser.parse_args
+
+        def recording(args):
+            opts, largs, order = parse(args=args)
+            ctx.meta["initcheck.output_order"] = [p.name for p in order if p.name in ("formats", "outputs")]
+            return opts, largs, order
+
+        parser.parse_args = recording
+        return parser
+
+
+def plan_outputs(order, formats, outputs):
+    """Pair formats with files. Returns ``(stdout_format or None, [(format, file), ...])``.
+
+    ``order``: "formats"/"outputs" in command-line order. A --format directly followed by an -o is
+    that file's format; every other -o takes the format of its extension; a --format that no -o
+    follows is stdout's. Anything that does not add up is an InputError (exit 2).
+    """
+    fmts, outs = list(formats), list(outputs)
+    stdout, files, pending = [], [], None
+    for name in order:
+        if name == "formats":
+            if pending is not None:
+                stdout.append(pending)
+            pending = fmts.pop(0)
+        else:
+            out = outs.pop(0)
+            known = EXTENSIONS.get(os.path.splitext(out)[1].lower())
+            if pending is not None:
+                if known and known != pending:
+                    raise InputError(None, f"--format {pending} -o {out}: {out}'s extension means {known}; "
+                                           f"name the file .{_ext(pending)} or drop --format")
+                files.append((pending, out))
+                pending = None
+            elif known:
+                files.append((known, out))
+            else:
+                raise InputError(None, f"-o {out}: no format for this extension (use {' '.join(sorted(set(EXTENSIONS) - {'.htm'}))}, "
+                                       "or put --format F right before -o)")
+    if pending is not None:
+        stdout.append(pending)
+    if len(stdout) > 1:
+        raise InputError(None, f"--format {' and --format '.join(stdout)} all name stdout: pair the extra ones with -o FILE "
+                               "(see initcheck check --help)")
+    return (stdout[0] if stdout else None), files
+
+
+def _ext(fmt: str) -> str:
+    return {"junit": "xml", "markdown": "md", "text": "txt"}.get(fmt, fmt)
+
+
+@main.command(cls=_CheckCommand, epilog=OUTPUTS_HELP)
 @click.argument("path", type=click.Path())
 @check_options
-def check(path, formats, outputs, write_baseline, debug, **cli):
-    """Check the checkpoint at PATH (a model folder or a .safetensors/.bin/.pt file)."""
+@click.pass_context
+def check(ctx, path, formats, outputs, quiet, verbose, revision, write_baseline, debug, **cli):
+    """Check the checkpoint at PATH: a model folder, a .safetensors/.bin/.pt file, a Hub id
+    (org/name) already in the local Hugging Face cache, or a models--org--name cache folder."""
+    progress = None
     try:
-        if len(outputs) > max(len(formats), 1):
-            raise InputError(None, "more -o/--output files than --format options")
+        order = ctx.meta.get("initcheck.output_order") or ["formats"] * len(formats) + ["outputs"] * len(outputs)
+        stdout_fmt, files = plan_outputs(order, formats, outputs)
+        if stdout_fmt is None and not files:
+            stdout_fmt = "text"
         settings = build_settings(**cli)
         settings.command = "initcheck " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        formats = list(formats) or ["text"]
-        settings.hashes = settings.hashes or "html" in formats or "sarif" in formats
-        settings.progress = sys.stderr.isatty() and not debug
+        used = {stdout_fmt} | {f for f, _ in files}
+        # the README promises per-file SHA-256 in JSON; audit formats need them too
+        # audit formats carry every file's SHA-256; a JSON-only run skips it (on a multi-GB
+        # checkpoint hashing costs more than the whole static scan)
+        settings.hashes = settings.hashes or bool(used & {"html", "sarif"})
+        progress = _progress_for(verbose, debug)
+        settings.progress = progress if progress is not None else False
+        from . import hubcache
+
+        target = hubcache.resolve(path, revision)
         from .api import run
 
-        report = run(path, settings)
+        report = run(target, settings)
+        if progress is not None:
+            progress.phase("rendering")
         data = report.to_dict()
         from .report import render
 
-        for i, fmt in enumerate(formats):
-            out = outputs[i] if i < len(outputs) else None
-            color = fmt == "text" and out is None and sys.stdout.isatty()
-            text = render(fmt, data, color=color, width=_width())
-            if out:
-                with open(out, "w", encoding="utf-8") as fh:
-                    fh.write(text)
-            else:
-                click.echo(text, nl=False)
+        written = []
+        for fmt, out in files:
+            with open(out, "w", encoding="utf-8") as fh:
+                fh.write(render(fmt, data, width=_width()))
+            written.append(f"{fmt} report in {out}")
+        if progress is not None:
+            progress.close()
+            progress = None
+        if stdout_fmt:
+            color = stdout_fmt == "text" and sys.stdout.isatty()
+            click.echo(render(stdout_fmt, data, color=color, width=_width()), nl=False)
+        # the verdict always reaches the terminal: on stderr when stdout carries a report
+        if not quiet and (files or stdout_fmt != "text"):
+            click.echo(verdict_line(data) + (f"; {', '.join(written)}" if written else ""), err=stdout_fmt is not None)
         if write_baseline:
             from .policy import write_baseline as wb
 
             wb(report, write_baseline)
             click.echo(f"initcheck: baseline of {len(report.findings)} finding(s) written to {write_baseline}", err=True)
     except Exception as e:  # noqa: BLE001 - every failure becomes one line and exit 2
+        if progress is not None:
+            progress.close()
         _fail(e, debug)
     # recording a baseline accepts the current findings: that run succeeds
     sys.exit(0 if write_baseline else report.exit_code)
+
+
+def verdict_line(data: dict) -> str:
+    s = data["summary"]
+    return (f"initcheck: {data['verdict'].upper()} {s['error']} error(s), {s['warning']} warning(s), {s['info']} info "
+            f"(fail-on: {data['fail_on']})")
+
+
+def _progress_for(verbose: bool, debug: bool):
+    """Rich progress on a terminal; plain phase lines with -v elsewhere; nothing otherwise."""
+    from .report.progress import PlainProgress, RichProgress
+
+    if sys.stderr.isatty() and not debug:
+        return RichProgress()
+    return PlainProgress() if verbose else None
 
 
 def _width() -> int:
@@ -177,7 +316,8 @@ def show_rule(rule_id):
     from .rules import load_all, lookup
 
     load_all()
-    r = lookup(rule_id)
+    # ids are case-insensitive (ic102), names are lower-case (All-Zero-Weights)
+    r = lookup(rule_id) or lookup(rule_id.upper()) or lookup(rule_id.lower())
     if r is None:
         click.echo(f"initcheck: error: no rule {rule_id!r} (see: initcheck rules)", err=True)
         sys.exit(2)

@@ -38,10 +38,14 @@ def run_demo(output: str, keep: str | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="initcheck-demo-") as tmp:
         folder = build_demo_checkpoint(keep or tmp)
-        print(f"demo: wrote a tiny RobertaForSequenceClassification with a zero two-layer head to {folder}")
+        # only paths that still exist when the demo ends: the temporary folder is deleted
+        where = str(folder) if keep else "a temporary folder (deleted at the end; --keep DIR keeps it)"
+        print(f"demo: wrote a tiny RobertaForSequenceClassification with a zero two-layer head to {where}")
         settings = Settings(command="initcheck demo", hashes=True, progress=False)
         report = run(folder, settings)
         data = report.to_dict()
+        if not keep:
+            data["target"]["path"] = "(temporary demo checkpoint)"
         print(render("text", data, color=sys.stdout.isatty()), end="")
         fmt = "json" if output.endswith(".json") else "html"
         try:

@@ -63,10 +63,14 @@ class InitCheckCallback(TrainerCallback):
     """Check the real model at the start of ``Trainer.train()`` and stop a run that would be wasted.
 
     Args:
-        fail_on: lowest severity that stops training ("error", "warning", "info", "never").
+        fail_on: lowest severity that stops training ("error", "warning", "info", "never");
+            None keeps the project config's ``fail-on`` (default "error").
         probe: also run the short probe training run (on a copy; costs seconds to minutes).
         report_path: write the report here; the suffix picks the format (.json, .html, .sarif, .md).
         warn_only: log the failure instead of raising.
+        config_file: the project config; default: the nearest ``initcheck.toml`` or pyproject.toml
+            with ``[tool.initcheck]``, searched upward from the current directory, as the CLI does.
+            Its settings (pack, suppressions, ...) come first, the options given here on top.
         **check_options: any other option of ``initcheck.check`` (``rules``, ``select``,
             ``suppress``, ``heads``, ``pretrained``, ``baseline``, ...).
 
@@ -74,8 +78,9 @@ class InitCheckCallback(TrainerCallback):
         InitCheckFailed: from ``on_train_begin``, before any optimizer step, when the check fails.
     """
 
-    def __init__(self, fail_on="error", probe=False, report_path=None, warn_only=False, **check_options):
+    def __init__(self, fail_on=None, probe=False, report_path=None, warn_only=False, config_file=None, **check_options):
         self.fail_on = fail_on
+        self.config_file = config_file
         self.probe = probe
         self.report_path = report_path
         self.warn_only = warn_only
@@ -83,12 +88,10 @@ class InitCheckCallback(TrainerCallback):
         self.report = None
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        from .api import check
-
         if model is None:
             logger.warning("initcheck: the Trainer passed no model; nothing checked")
             return control
-        self.report = report = check(model, fail_on=self.fail_on, probe=self.probe, **self.check_options)
+        self.report = report = self._check(model)
         main = getattr(state, "is_world_process_zero", True)
         if main:
             line = summary_line(report)
@@ -106,6 +109,30 @@ class InitCheckCallback(TrainerCallback):
             else:
                 raise InitCheckFailed(report)
         return control
+
+
+    def _check(self, model):
+        """The same settings as ``initcheck`` on the command line: project config, then our options."""
+        from dataclasses import fields
+
+        from .api import run
+        from .config import Settings
+        from .project import load_project_settings
+
+        options = dict(self.check_options)
+        if "pretrained" in options:
+            options["base"] = options.pop("pretrained")
+        known = {f.name for f in fields(Settings)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise TypeError(f"unknown option(s): {', '.join(unknown)}")
+        settings = load_project_settings(self.config_file)
+        options.update(probe=self.probe, **({"fail_on": self.fail_on} if self.fail_on is not None else {}))
+        for key, value in options.items():
+            if key == "suppress":   # suppressions add up: the project's and the callback's
+                value = list(settings.suppress) + list(value)
+            setattr(settings, key, value)
+        return run(model, settings.validate())
 
 
 # --- pre-commit -------------------------------------------------------------------------------

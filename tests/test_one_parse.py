@@ -420,7 +420,7 @@ from initcheck.dtypes import torch_to_numpy
 from initcheck.loader.pickle_file import _flatten
 out = {}
 for path in sys.argv[2:]:
-    for name, t in _flatten(torch.load(path, weights_only=True, map_location="cpu"), path).items():
+    for name, t in _flatten(torch.load(path, weights_only=True, map_location="cpu"), path)[0].items():
         arr, dtype = torch_to_numpy(t)
         out[path + "::" + name] = arr
         out[path + "::" + name + "::dtype"] = np.array(str(t.dtype).replace("torch.", ""))

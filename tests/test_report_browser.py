@@ -80,3 +80,71 @@ def test_hostile_name_is_inert_text(page_report):
 
 def test_zero_head_highlighted(page_report):
     assert page_report["zero_head_row"]
+
+
+# --- issue 14: the demo report and a NaN run, screenshotted; flagged tensors marked in the plots ----
+
+def _pages(folder):
+    """The demo's report (with its probe) and a NaN run's report, as a new user gets them."""
+    import initcheck
+    import torch
+    import transformers
+    from conftest import bert_config, edit_tensors, save
+    from initcheck.demo import build_demo_checkpoint
+
+    demo = initcheck.check(build_demo_checkpoint(folder / "demo"), hashes=True).to_dict()
+    torch.manual_seed(0)
+    nan = save(transformers.BertForSequenceClassification(bert_config(num_labels=3)), folder / "model_with_nan")
+    edit_tensors(nan, lambda sd: sd["classifier.weight"].fill_(float("nan")))
+    return {"demo": demo, "nan": initcheck.check(nan, hashes=True, probe_steps=5).to_dict()}
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory):
+    playwright = pytest.importorskip("playwright.sync_api", reason="playwright (Python package) not installed")
+    folder = tmp_path_factory.mktemp("shots")
+    out = {}
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            for name, data in _pages(folder).items():
+                path = folder / f"{name}.html"
+                path.write_text(render("html", data), encoding="utf-8")
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                errors = []
+                page.on("console", lambda m, errors=errors: errors.append(m.text) if m.type == "error" else None)
+                page.goto(path.as_uri(), wait_until="load")
+                flagged = sorted({f["param"] for f in data["findings"] if f["param"] and f["severity"] == "error"})
+                out[name] = {
+                    "flagged": flagged,
+                    "tensors": {t["name"] for t in data["tensors"]},
+                    "marks": page.evaluate("""() => [...document.querySelectorAll('#layers figure svg [id^="flagged-"]')]
+                                                   .map(e => e.id)"""),
+                    "grad_marks": page.evaluate("""() => [...document.querySelectorAll('#probe figure svg [id^="flagged-grad-"]')]
+                                                        .map(e => e.id)"""),
+                    "reasons": page.locator(".plot-reason").all_inner_texts(),
+                    "run": page.locator("#probe dd").nth(1).inner_text(),
+                    "errors": errors,
+                }
+                page.screenshot(path=f"/tmp/initcheck-{name}-report.png", full_page=True)
+                page.close()
+        finally:
+            browser.close()
+    return out
+
+
+def test_demo_report_marks_the_zero_head_in_every_per_layer_panel(shots):
+    demo = shots["demo"]
+    assert demo["errors"] == []
+    for name in ZERO_HEAD:
+        for panel in ("std", "zero_fraction", "dup_rows", "label"):
+            assert f"flagged-{panel}-{name}" in demo["marks"], (name, panel, demo["marks"])
+    assert "flagged-grad-classifier" in demo["grad_marks"]   # the head's gradient row is marked too
+
+
+def test_nan_run_states_why_there_is_no_loss_curve(shots):
+    nan = shots["nan"]
+    assert nan["errors"] == []
+    assert "flagged-std-classifier.weight" in nan["marks"] and "flagged-label-classifier.weight" in nan["marks"]
+    assert any("No loss curve" in r and "non-finite" in r for r in nan["reasons"]), nan["reasons"]
+    assert nan["run"].startswith("1 of 5 steps ran")

@@ -92,7 +92,7 @@ def test_probe_plots_from_a_hand_made_trace(data):
     out = render("html", d)
     probe = out[out.index('id="probe"'):out.index('id="appendix"')]
     assert probe.count("<svg") == 2                    # loss curve and grad-norm heatmap
-    assert "expected initial loss 1.1" in probe         # the ln(3) line is labelled
+    assert "expected initial loss ln 3 = 1.099" in probe   # the ln(3) line is labelled
     assert "data:image/png;base64," in probe            # the heatmap raster, inline
     assert HOSTILE not in out and HOSTILE_ESCAPED in probe
     assert "1 spike(s) at step 5" in probe

@@ -5,6 +5,7 @@ import os
 import pty
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -28,6 +29,11 @@ def _run(args, stderr_tty: bool):
     master, slave = pty.openpty()
     p = subprocess.Popen([sys.executable, "-m", "initcheck", *args], stdout=subprocess.PIPE, stderr=slave, env=env)
     os.close(slave)
+    # drain stdout meanwhile: a JSON report larger than the pipe buffer would block the process
+    # while this thread waits for the terminal to close
+    box = {}
+    reader = threading.Thread(target=lambda: box.setdefault("out", p.stdout.read()), daemon=True)
+    reader.start()
     err = b""
     while True:
         try:
@@ -37,9 +43,10 @@ def _run(args, stderr_tty: bool):
         if not chunk:
             break
         err += chunk
-    out = p.communicate(timeout=120)[0]
+    reader.join(timeout=120)
+    p.wait(timeout=120)
     os.close(master)
-    return p.returncode, out, err
+    return p.returncode, box.get("out", b""), err
 
 
 def test_progress_on_a_terminal_shows_tensors_and_bytes(small_file):

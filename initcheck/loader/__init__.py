@@ -11,6 +11,12 @@ the allowlist, and read from that same parse by a restricted reader (``pickle_re
 safetensors offsets must tile the data exactly; custom code (``*.py``, ``auto_map``) is only
 recorded, never imported. Every failure is a one-line ``InputError``.
 
+The whole folder is untrusted: every other file in it is sniffed by content (``side_files``) and
+each pickle it is or holds (``training_args.bin``, ``optimizer.pt``, a ``.pkl``, an object ``.npy``,
+a pickle in a zip member, a file with no extension) is scanned, listed with its globals, never
+loaded. The weight files are the ones ``from_pretrained`` would open (``_pick_weight_files``).
+All work is bounded by the rule pack's ``[scan]`` limits (``limits``).
+
 A missing config.json is legal (single files, adapters, timm/diffusers folders): rules then
 judge new layers by fan-based inits instead of ``initializer_range``. A config.json that is
 present but unreadable, not a JSON object, or holds a wrongly typed well-known field is an error.
@@ -22,16 +28,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
+from .limits import Limits, default_limits
 from .pickle_file import PickleFile
-from .pickle_scan import scan_file
+from .pickle_scan import is_allowed
 from .safetensors_file import Entry, SafetensorsFile
+from .side_files import scan_side_file
 
 __all__ = ["Checkpoint", "Entry", "FileInfo", "open_checkpoint", "read_json"]
 
 SAFETENSORS_EXT = (".safetensors",)
 PICKLE_EXT = (".bin", ".pt", ".pth", ".ckpt")
-# pickles that are never loaded as weights but are scanned for dangerous globals (IC401)
-OTHER_PICKLE_EXT = (".pkl", ".pickle")
 MAX_JSON_BYTES = 50 * 1024 * 1024
 MAX_PATH_CHARS = 1024
 
@@ -43,13 +49,19 @@ _CONFIG_TYPES = {
     "auto_map": (dict,),
 }
 
-# (index file, single file) in the order transformers prefers them
+# the files from_pretrained looks for, in its order (transformers 5 modeling_utils: the single
+# safetensors file, then its index, then the single .bin, then its index; peft: adapter_model.*)
 _HF_LAYOUTS = (
-    ("model.safetensors.index.json", "model.safetensors"),
-    ("pytorch_model.bin.index.json", "pytorch_model.bin"),
+    (None, "model.safetensors"),
+    ("model.safetensors.index.json", None),
+    (None, "pytorch_model.bin"),
+    ("pytorch_model.bin.index.json", None),
     (None, "adapter_model.safetensors"),
     (None, "adapter_model.bin"),
 )
+# file kinds in the report's file table
+_TRAINING_STATE = ("optimizer", "scheduler", "rng_state", "training_args", "trainer_state", "scaler", "lr_scheduler")
+_TOKENIZER = ("tokenizer", "vocab", "merges", "special_tokens_map", "added_tokens", "spiece", "sentencepiece", "chat_template")
 
 
 @dataclass
@@ -58,7 +70,19 @@ class FileInfo:
 
     path: str  # relative to the checkpoint root
     size: int
-    format: str  # "safetensors" | "pickle" | "json"
+    format: str  # "safetensors" | "pickle" | "json" | "torch zip" | "zip" | "npy" | "other"
+    kind: str = "other"  # "weights" | "training state" | "tokenizer" | "code" | "other"
+    # "loaded" (read as weights), "refused" (a weight file importing a global outside the allowlist),
+    # "clean" / "unsafe" (a pickle that is not loaded, scanned: globals inside / outside the allowlists),
+    # "no pickle", "not scanned" (over a limit or unreadable: see note)
+    verdict: str = "loaded"
+    note: str = ""
+
+    def as_dict(self) -> dict:
+        d = {"path": self.path, "size": self.size, "format": self.format, "kind": self.kind, "verdict": self.verdict}
+        if self.note:
+            d["note"] = self.note
+        return d
 
 
 @dataclass
@@ -76,6 +100,9 @@ class Checkpoint:
     # measured for the security rules (IC4xx); judged there, not here
     pickle_globals: dict = field(default_factory=dict)  # file -> globals its pickle stream imports
     refused: dict = field(default_factory=dict)  # weight file -> globals outside the allowlist (not loaded)
+    unscanned: dict = field(default_factory=dict)  # file -> why its pickles could not be (fully) scanned
+    training_state: dict = field(default_factory=dict)  # weight file -> keys skipped (optimizer, scheduler, ...)
+    other_files: list = field(default_factory=list)  # FileInfo of every file not read as weights or config
     custom_code: dict = field(default_factory=dict)  # {"auto_map": {...}, "python_files": [...]}
 
     def array(self, entry: Entry):
@@ -118,7 +145,7 @@ def read_json(path: Path, rel: str, what: str) -> dict:
     return data
 
 
-def open_checkpoint(path, safe_globals=None) -> Checkpoint:
+def open_checkpoint(path, safe_globals=None, limits: Limits | None = None, side_globals=None) -> Checkpoint:
     """Find, validate and open the checkpoint at ``path`` (a model folder or a single file).
 
     Args:
@@ -126,12 +153,18 @@ def open_checkpoint(path, safe_globals=None) -> Checkpoint:
         safe_globals: the globals a pickle file may import (default: rule IC401's
             ``safe_globals`` in rules/default.toml). A weight file that imports anything else is
             not loaded; it is listed in ``Checkpoint.refused`` and its tensors are absent.
+        limits: the work bounds (default: the default pack's ``[scan]``).
+        side_globals: what a pickle that is not loaded may import on top of ``safe_globals``
+            before its verdict is "unsafe" (default: IC401's ``side_file_globals``).
 
     Raises:
         InputError: when the path holds no readable checkpoint.
     """
     if safe_globals is None:
         safe_globals = default_safe_globals()
+    if side_globals is None:
+        side_globals = default_safe_globals("side_file_globals")
+    limits = limits or default_limits()
     p = Path(path)
     if not p.exists():
         raise InputError(p, "no such file or folder")
@@ -140,12 +173,12 @@ def open_checkpoint(path, safe_globals=None) -> Checkpoint:
         names = _folder_files(p)
         if "config.json" in names:
             ckpt.config = _read_config(p, "config.json")
-            ckpt.files.append(FileInfo("config.json", (p / "config.json").stat().st_size, "json"))
+            ckpt.files.append(FileInfo("config.json", (p / "config.json").stat().st_size, "json", "other", "read"))
         if "adapter_config.json" in names:
             _inside(p, "adapter_config.json")
             ckpt.adapter_config = read_json(p / "adapter_config.json", "adapter_config.json", "adapter_config.json")
-            ckpt.files.append(FileInfo("adapter_config.json", (p / "adapter_config.json").stat().st_size, "json"))
-        weight_files, index = _pick_weight_files(p, names)
+            ckpt.files.append(FileInfo("adapter_config.json", (p / "adapter_config.json").stat().st_size, "json", "other", "read"))
+        weight_files, index = _pick_weight_files(p, names, ckpt.config)
         ckpt.extra_files = sorted(n for n in names if n not in weight_files and n not in ("config.json", "adapter_config.json"))
     else:
         ckpt = Checkpoint(path=p, root=p.parent)
@@ -159,13 +192,20 @@ def open_checkpoint(path, safe_globals=None) -> Checkpoint:
     for rel in weight_files:
         # the one file a user names explicitly may be a symlink; files found in a folder may not escape it
         full = _inside(ckpt.root, rel) if p.is_dir() else p
-        reader = _reader(full, rel, safe_globals)
+        reader = _reader(full, rel, safe_globals, limits)
         ckpt.readers[rel] = reader
-        ckpt.files.append(FileInfo(rel, reader.size, "safetensors" if rel.endswith(SAFETENSORS_EXT) else "pickle"))
+        info = FileInfo(rel, reader.size, "safetensors" if rel.endswith(SAFETENSORS_EXT) else "pickle", "weights")
+        ckpt.files.append(info)
         if isinstance(reader, PickleFile):
             ckpt.pickle_globals[rel] = reader.globals
             if reader.refused:
                 ckpt.refused[rel] = reader.refused
+                info.verdict = "refused"
+            elif reader.reader == "torch.load":
+                info.note = "read with torch.load(weights_only=True)"
+            if reader.skipped:
+                ckpt.training_state[rel] = reader.skipped
+                info.note = "; ".join(filter(None, [info.note, "not read as weights: " + ", ".join(reader.skipped[:8])]))
         for e in reader.entries:
             if e.name in seen:
                 raise InputError(rel, f"tensor {e.name[:80]!r} also appears in {seen[e.name]}")
@@ -176,30 +216,30 @@ def open_checkpoint(path, safe_globals=None) -> Checkpoint:
             if seen.get(name) != shard and shard not in ckpt.refused:
                 raise InputError(shard, f"the index lists tensor {name[:80]!r} in this shard but it is not there")
     if p.is_dir():
-        _scan_other_pickles(ckpt)
+        _scan_other_files(ckpt, list(safe_globals) + list(side_globals), limits)
         ckpt.custom_code = _custom_code(ckpt)
     if not ckpt.entries and not ckpt.refused:
         raise InputError(p, "the checkpoint holds no tensors")
     return ckpt
 
 
-def default_safe_globals() -> list:
-    """Rule IC401's ``safe_globals`` from the default rule pack."""
+def default_safe_globals(key: str = "safe_globals") -> list:
+    """Rule IC401's ``safe_globals`` (or another of its lists) from the default rule pack."""
     import tomllib
 
     from ..resources import data_dir
 
     with open(data_dir("rules") / "default.toml", "rb") as f:
-        return list(tomllib.load(f)["rules"]["unsafe-pickle-global"]["safe_globals"])
+        return list(tomllib.load(f)["rules"]["unsafe-pickle-global"][key])
 
 
-def _reader(full: Path, rel: str, safe_globals):
+def _reader(full: Path, rel: str, safe_globals, limits: Limits):
     if full.is_dir():
         raise InputError(rel, "is a folder, not a checkpoint file")
     try:
         if rel.endswith(SAFETENSORS_EXT):
             return SafetensorsFile(full, rel)
-        return PickleFile(full, rel, safe_globals)
+        return PickleFile(full, rel, safe_globals, limits)
     except OSError as e:
         raise InputError(rel, f"cannot read: {e.strerror or e}") from None
 
@@ -224,15 +264,79 @@ def _read_config(folder: Path, name: str, shown=None) -> dict:
     return cfg
 
 
-def _scan_other_pickles(ckpt: Checkpoint):
-    """Pickles in the folder that are not loaded (training_args.bin, optimizer.pt, *.pkl): record their globals."""
-    for rel in ckpt.extra_files:
-        if not rel.endswith(PICKLE_EXT + OTHER_PICKLE_EXT):
+def _scan_other_files(ckpt: Checkpoint, allowed: list, limits: Limits):
+    """Every other file in the folder, subfolders included: its kind, and each pickle it is or holds.
+
+    Nothing is loaded: ``training_args.bin``, ``optimizer.pt``, a ``.pkl``, a ``.npy`` object array or
+    a file named anything are parsed by the bounded scanner and their globals recorded for IC401.
+    """
+    taken = {f.path for f in ckpt.files}
+    for rel in _all_files(ckpt.root):
+        if rel in taken:
             continue
+        full = ckpt.root / rel
+        info = FileInfo(rel, _size(full), "other", _kind(rel), "no pickle")
+        ckpt.other_files.append(info)
+        if rel.endswith(SAFETENSORS_EXT + (".json",)):
+            info.format = "safetensors" if rel.endswith(SAFETENSORS_EXT) else "json"
+            continue  # read by safetensors / json parsers only, never unpickled
         try:
-            ckpt.pickle_globals[rel] = scan_file(str(_inside(ckpt.root, rel)), rel)
-        except InputError:
-            continue  # never loaded: a file we cannot parse is not our input
+            _inside(ckpt.root, rel)
+        except InputError as e:
+            info.verdict, info.note = "not scanned", e.problem
+            ckpt.unscanned[rel] = e.problem
+            continue
+        if info.size > limits.side_file_max_bytes:
+            info.verdict = "not scanned"
+            info.note = f"{info.size} bytes, over the rule pack's side_file_max_bytes ({limits.side_file_max_bytes})"
+            ckpt.unscanned[rel] = info.note
+            continue
+        found = scan_side_file(full, rel, limits)
+        if found.format == "none" and not found.problem:
+            continue
+        info.format = found.format
+        if found.globals or found.format != "none":
+            ckpt.pickle_globals[rel] = found.globals
+        if found.problem:
+            info.verdict, info.note = "not scanned", found.problem
+            ckpt.unscanned[rel] = found.problem
+        else:
+            info.verdict = "unsafe" if any(not is_allowed(g, allowed) for g in found.globals) else "clean"
+
+
+def _all_files(root: Path, max_files: int = 100_000) -> list:
+    """Files under ``root``, relative, sorted; symlinked folders are not followed (they may leave it)."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        base = Path(dirpath).relative_to(root)
+        for n in filenames:
+            rel = str(base / n) if str(base) != "." else n
+            if (Path(dirpath) / n).is_file():
+                out.append(rel.replace(os.sep, "/"))
+            if len(out) >= max_files:
+                return sorted(out)
+    return sorted(out)
+
+
+def _size(full: Path) -> int:
+    try:
+        return full.stat().st_size
+    except OSError:
+        return 0
+
+
+def _kind(rel: str) -> str:
+    name = rel.rsplit("/", 1)[-1].lower()
+    if name.endswith(".py"):
+        return "code"
+    if name.startswith(_TRAINING_STATE):
+        return "training state"
+    if name.startswith(_TOKENIZER) or name.endswith((".tiktoken", ".spm")):
+        return "tokenizer"
+    if name.endswith(SAFETENSORS_EXT + PICKLE_EXT + (".gguf",)):
+        return "weights"
+    return "other"
 
 
 def _custom_code(ckpt: Checkpoint) -> dict:
@@ -253,24 +357,22 @@ def _folder_files(p: Path) -> set:
         raise InputError(p, f"cannot list folder: {e.strerror}") from None
 
 
-def _pick_weight_files(p: Path, names: set):
+def _pick_weight_files(p: Path, names: set, config=None):
+    """The weight files ``from_pretrained`` would open, found as transformers finds them."""
+    explicit = (config or {}).get("transformers_weights")
+    if isinstance(explicit, str):
+        # config.json may name the file itself (transformers' `transformers_weights`): that file is loaded
+        _check_relative(explicit, "config.json", any_name=True)
+        if explicit.endswith(".safetensors.index.json"):
+            return _shards(p, explicit)
+        _inside(p, explicit)
+        if not (p / explicit).is_file():
+            raise InputError("config.json", f"transformers_weights names {explicit[:120]!r}, which is missing")
+        return [explicit], None
     for index_name, single in _HF_LAYOUTS:
         if index_name and index_name in names:
-            _inside(p, index_name)
-            index = read_json(p / index_name, index_name, "shard index")
-            wm = index.get("weight_map")
-            if not isinstance(wm, dict) or not wm:
-                raise InputError(index_name, "shard index has no weight_map object")
-            if not all(isinstance(k, str) and isinstance(v, str) for k, v in wm.items()):
-                raise InputError(index_name, "weight_map must map tensor names to file names")
-            shards = list(dict.fromkeys(wm.values()))
-            for s in shards:
-                _check_relative(s, index_name)
-                _inside(p, s)
-                if not (p / s).is_file():
-                    raise InputError(index_name, f"names shard {s!r}, which is missing")
-            return shards, wm
-        if single in names:
+            return _shards(p, index_name)
+        if single and single in names:
             return [single], None
     found = sorted(n for n in names if n.endswith(SAFETENSORS_EXT)) or sorted(n for n in names if n.endswith(PICKLE_EXT))
     if found:
@@ -280,12 +382,29 @@ def _pick_weight_files(p: Path, names: set):
     raise InputError(p, "no checkpoint found (expected model.safetensors, a sharded index, pytorch_model.bin or *.safetensors)")
 
 
-def _check_relative(name: str, where: str):
+def _shards(p: Path, index_name: str):
+    _inside(p, index_name)
+    index = read_json(p / index_name, index_name, "shard index")
+    wm = index.get("weight_map")
+    if not isinstance(wm, dict) or not wm:
+        raise InputError(index_name, "shard index has no weight_map object")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in wm.items()):
+        raise InputError(index_name, "weight_map must map tensor names to file names")
+    shards = list(dict.fromkeys(wm.values()))
+    for s in shards:
+        _check_relative(s, index_name)
+        _inside(p, s)
+        if not (p / s).is_file():
+            raise InputError(index_name, f"names shard {s!r}, which is missing")
+    return shards, wm
+
+
+def _check_relative(name: str, where: str, any_name: bool = False):
     shown = name[:120]
     if (not name or len(name) > MAX_PATH_CHARS or "\x00" in name or os.path.isabs(name) or name.startswith(("/", "\\"))
             or ".." in Path(name).parts or "\\" in name or ":" in name):
         raise InputError(where, f"refusing shard path {shown!r}: it must be a plain file name inside the model folder")
-    if not name.endswith(SAFETENSORS_EXT + PICKLE_EXT):
+    if not any_name and not name.endswith(SAFETENSORS_EXT + PICKLE_EXT):
         raise InputError(where, f"refusing shard path {shown!r}: not a .safetensors or .bin file")
 
 

@@ -18,7 +18,8 @@ import os
 
 from ..dtypes import torch_to_numpy
 from ..errors import InputError
-from .pickle_reader import WRAPPER_KEYS, NeedsTorch, read_tensors, view
+from .limits import Limits
+from .pickle_reader import NeedsTorch, read_tensors, unwrap, view, walk_tensors
 from .pickle_scan import ZIP_MAGIC, is_allowed, parse_file
 from .safetensors_file import Entry, check_name
 
@@ -51,12 +52,13 @@ class PickleFile:
         reader: ``"initcheck"`` (our reader), ``"torch.load"`` (the fallback) or None (refused).
     """
 
-    def __init__(self, path, relpath: str, safe_globals=()):
+    def __init__(self, path, relpath: str, safe_globals=(), limits: Limits | None = None):
         self.path = str(path)
         self.relpath = relpath
         self.size = os.path.getsize(self.path)
         self.metadata = {}
-        self._parsed = parse_file(self.path, relpath)
+        self._parsed = parse_file(self.path, relpath, limits)
+        self.skipped = []  # training-state keys stored next to the weights (not read as weights)
         self.globals = self._parsed.globals
         self.refused = [g for g in self.globals if not is_allowed(g, safe_globals)]
         self._tensors, self._torch, self._buf, self.reader = {}, {}, None, None
@@ -79,13 +81,13 @@ class PickleFile:
             self._parsed.close()
             if not torch_load_allowed():
                 raise InputError(self.relpath, f"initcheck cannot read this layout itself ({e}) and the torch.load fallback is off") from None
-            self._torch = _flatten(_load(self.path, self.relpath, e.mmap_ok), self.relpath)
+            self._torch, self.skipped = _flatten(_load(self.path, self.relpath, e.mmap_ok), self.relpath, self._parsed.limits)
             self.reader = "torch.load"
             return
         except (IndexError, KeyError, ValueError, TypeError, AttributeError, RecursionError, MemoryError) as e:
             self._parsed.close()
             raise InputError(self.relpath, f"malformed pickle: {type(e).__name__}: {str(e)[:160]}") from None
-        self._tensors, self._offsets = found.tensors, found.offsets
+        self._tensors, self._offsets, self.skipped = found.tensors, found.offsets, list(found.skipped)
         self._buf = self._parsed.buf
         self._parsed.close()  # the opcodes are no longer needed; the map stays for the views
         self.reader = "initcheck"
@@ -150,32 +152,19 @@ def _load(path: str, rel: str, mmap_ok: bool = True):
             raise InputError(rel, f"cannot read PyTorch checkpoint: {type(e).__name__}: {str(e)[:200]}") from None
 
 
-def _flatten(obj, rel: str) -> dict:
+def _flatten(obj, rel: str, limits=None):
     import torch
 
-    for key in WRAPPER_KEYS:
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    out = {}
-
-    def walk(prefix, value):
-        if isinstance(value, torch.Tensor):
-            _check_tensor(prefix or "tensor", value, rel)
-            out[prefix] = value
-        elif isinstance(value, dict):
-            for k, v in value.items():
-                walk(f"{prefix}.{k}" if prefix else str(k), v)
-
-    try:
-        walk("", obj)
-    except RecursionError:
-        raise InputError(rel, "state dict is nested too deeply") from None
-    if "" in out:  # torch.save(tensor): a bare tensor
-        out["tensor"] = out.pop("")
+    obj, skipped = unwrap(obj)
+    out = walk_tensors(obj, rel, lambda v: isinstance(v, torch.Tensor), limits)
+    cplx = [n for n, t in out.items() if t.is_complex()]  # metadata, not weights (as in pickle_reader)
+    for name in cplx:
+        del out[name]
     if not out:
-        raise InputError(rel, "holds no tensors")
-    return out
+        raise InputError(rel, "holds no tensors" + (" except complex ones" if cplx else ""))
+    for name, t in out.items():
+        _check_tensor(name, t, rel)
+    return out, skipped + [f"{len(cplx)} complex tensor(s)"] * bool(cplx)
 
 
 def _check_tensor(name: str, t, rel: str):

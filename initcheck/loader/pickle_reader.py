@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
+from .limits import Limits, default_limits
 from .pickle_scan import LEGACY_PROTOCOL, Parsed, Pickle
 from .safetensors_file import check_name
 
@@ -40,6 +41,13 @@ _STORAGES = {
 }
 # nested checkpoint layouts seen in the wild: {"state_dict": {...}}, {"model": {...}}, ...
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "ema")
+# training state saved next to the model in one file (torch.save({"model": ..., "optimizer": ...})):
+# its tensors are moments and step counts, not weights; reported and skipped, never checked as weights
+TRAINING_STATE_KEYS = frozenset({
+    "optimizer", "optimizers", "optimizer_states", "optimizer_state_dict", "optim", "opt", "scheduler",
+    "schedulers", "lr_scheduler", "lr_schedulers", "scheduler_state_dict", "lr_scheduler_state_dict", "scaler",
+    "grad_scaler", "amp", "rng_state", "rng_states", "callbacks", "loops", "hparams", "hyper_parameters", "args",
+})
 
 
 class NeedsTorch(Exception):
@@ -61,6 +69,14 @@ class _Unsupported(Exception):
 @dataclass(frozen=True)
 class _Global:
     name: str  # one of the few functions _Machine._call knows
+
+
+@dataclass(frozen=True)
+class _Opaque:
+    """A value torch.load(weights_only=True) builds (a device, a set, bytes, a Counter, ...) that
+    no weight is read from: kept as a placeholder, never constructed."""
+
+    kind: str
 
 
 @dataclass(frozen=True)
@@ -109,6 +125,11 @@ def _globals():
         g[f"torch._utils._rebuild_{kind}"] = _Global("unsupported")
     g["torch._tensor._rebuild_from_type_v2"] = _Global("unsupported")  # tensor subclasses
     g["torch.serialization._get_layout"] = _Global("unsupported")  # only sparse layouts are pickled by name
+    # metadata torch.load(weights_only=True) accepts next to the tensors: read past, never built
+    for name in ("torch.device", "builtins.set", "builtins.frozenset", "builtins.bytearray", "_codecs.encode",
+                 "collections.Counter"):
+        g[name] = _Global("opaque")
+    g["builtins.complex"] = _Global("complex")
     for cls, dt in _STORAGES.items():
         g[f"torch.{cls}"] = g[f"torch.cuda.{cls}"] = _StorageType(dt)
     for dt in _DTYPES:
@@ -125,9 +146,10 @@ _SCALARS = {"INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "FL
 class _Machine:
     """The stack machine of ``pickle.load``, restricted to what a state dict needs."""
 
-    def __init__(self, rel, persistent_load=None):
+    def __init__(self, rel, persistent_load=None, limits: Limits | None = None):
         self.rel = rel
         self.persistent_load = persistent_load
+        self.limits = limits or default_limits()
 
     def run(self, p: Pickle):
         stack, metastack, memo = [], [], {}
@@ -138,6 +160,7 @@ class _Machine:
             stack = metastack.pop()
             return items
 
+        max_depth, max_memo = self.limits.pickle_max_depth, self.limits.pickle_max_memo
         for name, arg, pos in p.ops:
             if name in _SCALARS:
                 stack.append(arg)
@@ -146,6 +169,8 @@ class _Machine:
             elif name == "STOP":
                 return stack.pop()
             elif name == "MARK":
+                if len(metastack) >= max_depth:
+                    raise InputError(self.rel, f"pickle marks nested over {max_depth} deep (the rule pack's pickle_max_depth)")
                 metastack.append(stack)
                 stack = []
             elif name == "POP":
@@ -194,10 +219,10 @@ class _Machine:
                 d = _dict(stack[-1])
                 for k, v in zip(items[::2], items[1::2], strict=True):
                     d[_key(k)] = v
-            elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                memo[arg] = stack[-1]
-            elif name == "MEMOIZE":
-                memo[len(memo)] = stack[-1]
+            elif name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+                memo[len(memo) if name == "MEMOIZE" else arg] = stack[-1]
+                if len(memo) > max_memo:
+                    raise InputError(self.rel, f"more than {max_memo} memo entries (the rule pack's pickle_max_memo)")
             elif name in ("GET", "BINGET", "LONG_BINGET"):
                 stack.append(memo[arg])
             elif name == "GLOBAL":
@@ -209,13 +234,13 @@ class _Machine:
                 from .pickle_scan import compat_name
 
                 stack.append(_lookup(".".join(compat_name(mod, attr))))
-            elif name == "REDUCE":
+            elif name in ("REDUCE", "NEWOBJ"):
                 args = stack.pop()
                 stack.append(self._call(stack.pop(), args))
             elif name == "BUILD":
                 state = stack.pop()
                 # a state dict's _metadata, a Parameter's extra state: nothing the scan reads
-                if not isinstance(stack[-1], (dict, TensorRef)):
+                if not isinstance(stack[-1], (dict, TensorRef, _Opaque)):
                     raise NeedsTorch("BUILD on something other than a dict or tensor")
                 del state
             elif name == "BINPERSID":
@@ -246,6 +271,12 @@ class _Machine:
             return args[0]
         if fn == "unsupported":
             raise _Unsupported()
+        if fn == "opaque":
+            return _Opaque("metadata")
+        if fn == "complex":
+            if not (len(args) <= 2 and all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args)):
+                raise NeedsTorch("complex() of something other than numbers")
+            return complex(*args)
         if fn in ("v1", "v2", "v3"):
             return self._tensor(fn, args)
         raise NeedsTorch(f"a call to {fn!r}")
@@ -286,7 +317,17 @@ def _dict(v):
 def _key(k):
     if not isinstance(k, (str, int, float, bool, type(None), tuple, bytes)):
         raise NeedsTorch("a dict key that is not a plain value")
+    # hashing a tuple hashes all it holds: a tuple of shared tuples nested n deep costs 2**n
+    if isinstance(k, tuple) and not all(isinstance(x, (str, int, float, bool, type(None), bytes)) for x in k):
+        raise TypeError("a dict key that is a nested tuple")
     return k
+
+
+def _short(v) -> str:
+    """A bounded description of an untrusted value (repr of a shared nested container is exponential)."""
+    if isinstance(v, (list, tuple, dict)):
+        return f"{type(v).__name__} of {len(v)}"
+    return repr(v)[:60] if isinstance(v, (str, int, float, bool, type(None), bytes)) else type(v).__name__
 
 
 def _lookup(name: str):
@@ -295,9 +336,9 @@ def _lookup(name: str):
     return _KNOWN[name]
 
 
-def evaluate(p: Pickle, rel: str = ""):
+def evaluate(p: Pickle, rel: str = "", limits: Limits | None = None):
     """The value of a pickle that holds only plain data (no globals, no persistent ids)."""
-    return _Machine(rel).run(p)
+    return _Machine(rel, limits=limits).run(p)
 
 
 # --- the two file formats -----------------------------------------------------------------------
@@ -308,6 +349,7 @@ class Tensors:
 
     tensors: dict  # name -> TensorRef
     offsets: dict  # Storage -> byte offset in the file
+    skipped: list = ()  # training-state keys next to the weights (optimizer, scheduler), not read
 
 
 def read_tensors(parsed: Parsed, rel: str) -> Tensors:
@@ -333,12 +375,12 @@ def _storages(rel, legacy: bool):
     def persistent_load(pid):
         n = 6 if legacy else 5
         if not isinstance(pid, tuple) or len(pid) != n or pid[0] != "storage":
-            raise NeedsTorch(f"persistent id {str(pid)[:60]}")
+            raise NeedsTorch(f"persistent id {_short(pid)}")
         _, stype, key, _location, numel = pid[:5]
         if legacy and pid[5] is not None:
             raise NeedsTorch("a legacy storage view")
         if not isinstance(stype, _StorageType) or not isinstance(key, str) or not _int(numel) or numel < 0:
-            raise InputError(rel, f"malformed storage reference {str(pid)[:80]}")
+            raise InputError(rel, f"malformed storage reference ({', '.join(map(_short, pid))[:120]})")
         if key in storages:
             s = storages[key]
             if (s.dtype, s.numel) != (stype.dtype, numel):
@@ -354,7 +396,7 @@ def _read_zip(parsed: Parsed, rel: str) -> Tensors:
     zf = parsed.zip
     order = zf.record("byteorder")
     storages, persistent_load = _storages(rel, legacy=False)
-    obj = _Machine(rel, persistent_load).run(parsed.pickles[0])
+    obj = _Machine(rel, persistent_load, parsed.limits).run(parsed.pickles[0])
     records = {}
     for key, s in storages.items():
         m = zf.record(f"data/{key}")
@@ -363,24 +405,24 @@ def _read_zip(parsed: Parsed, rel: str) -> Tensors:
         if m.size != s.nbytes:
             raise InputError(rel, f"storage {key[:40]!r} declares {s.nbytes} bytes but its record holds {m.size}")
         records[s] = m
-    tensors = _flatten(obj, rel)  # bounds are checked here, before any fallback
+    tensors, skipped = _flatten(obj, rel, parsed.limits)  # bounds are checked here, before any fallback
     if order is not None and zf.read(order, 16) != b"little":
         raise NeedsTorch("a big-endian archive")
     if any(m.method != 0 for m in records.values()):
         raise NeedsTorch("compressed storage records", mmap_ok=False)
-    return Tensors(tensors, {s: m.data_offset for s, m in records.items()})
+    return Tensors(tensors, {s: m.data_offset for s, m in records.items()}, skipped)
 
 
 def _read_legacy(parsed: Parsed, rel: str) -> Tensors:
     _, proto, info, body, keys = parsed.pickles
-    if evaluate(proto, rel) != LEGACY_PROTOCOL:
+    if evaluate(proto, rel, parsed.limits) != LEGACY_PROTOCOL:
         raise InputError(rel, "legacy torch file with an unknown protocol version")
-    info = evaluate(info, rel)
+    info = evaluate(info, rel, parsed.limits)
     if not isinstance(info, dict) or info.get("little_endian") is not True:
         raise NeedsTorch("a big-endian or unlabelled legacy file")
     storages, persistent_load = _storages(rel, legacy=True)
-    obj = _Machine(rel, persistent_load).run(body)
-    keys = evaluate(keys, rel)
+    obj = _Machine(rel, persistent_load, parsed.limits).run(body)
+    keys = evaluate(keys, rel, parsed.limits)
     if not isinstance(keys, list) or sorted(map(str, keys)) != sorted(storages) or len(set(keys)) != len(keys):
         raise InputError(rel, "legacy storage keys do not match the storages the object uses")
     buf, pos, offsets = parsed.buf, parsed.data_start, {}
@@ -397,23 +439,50 @@ def _read_legacy(parsed: Parsed, rel: str) -> Tensors:
             raise InputError(rel, f"legacy storage {key[:40]!r} is truncated")
     if pos != len(buf):
         raise InputError(rel, f"{len(buf) - pos} bytes after the last legacy storage")
-    return Tensors(_flatten(obj, rel), offsets)
+    tensors, skipped = _flatten(obj, rel, parsed.limits)
+    return Tensors(tensors, offsets, skipped)
 
 
-def _flatten(obj, rel: str) -> dict:
+def unwrap(obj):
+    """The model's state dict inside a training checkpoint, and the training-state keys left out.
+
+    ``{"model": sd, "optimizer": ..., "epoch": 3}``, Lightning's ``{"state_dict": sd, ...}`` and
+    ``{"model_state_dict": sd, ...}`` hold the weights under one key; optimizer and scheduler state
+    (moments, step counts) sits next to them and is never judged as weights.
+    """
+    if not isinstance(obj, dict):
+        return obj, []
     for key in WRAPPER_KEYS:
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    out = {}
+        if isinstance(obj.get(key), dict):
+            return obj[key], sorted(str(k) for k in obj if k != key and str(k) in TRAINING_STATE_KEYS)
+    skipped = sorted(str(k) for k in obj if str(k) in TRAINING_STATE_KEYS and isinstance(obj[k], (dict, list)))
+    if skipped:
+        obj = {k: v for k, v in obj.items() if str(k) not in skipped}
+    return obj, skipped
+
+
+def walk_tensors(obj, rel: str, is_tensor, limits: Limits | None = None) -> dict:
+    """``{dotted name: tensor}`` for every tensor in nested dicts, in bounded work.
+
+    Each dict is walked once however often it is shared (a dict DAG n deep has 2**n paths: the
+    memo-expansion bomb), at most ``pickle_max_items`` entries and ``pickle_max_depth`` levels.
+    """
+    limits = limits or default_limits()
+    out, seen, budget = {}, set(), [limits.pickle_max_items]
+    max_depth = min(limits.pickle_max_depth, 100)
 
     def walk(prefix, value, depth):
-        if depth > 100:
+        if depth > max_depth:
             raise InputError(rel, "state dict is nested too deeply")
-        if isinstance(value, TensorRef):
-            check_bounds(prefix or "tensor", value, rel)
+        if is_tensor(value):
             out[prefix] = value
         elif isinstance(value, dict):
+            if id(value) in seen:
+                return  # shared: its tensors are already named once
+            seen.add(id(value))
+            budget[0] -= len(value)
+            if budget[0] < 0:
+                raise InputError(rel, f"state dict has over {limits.pickle_max_items} entries (the rule pack's pickle_max_items)")
             for k, v in value.items():
                 walk(f"{prefix}.{k}" if prefix else str(k), v, depth + 1)
 
@@ -425,10 +494,31 @@ def _flatten(obj, rel: str) -> dict:
     return out
 
 
-def check_bounds(name: str, t: TensorRef, rel: str):
+def _flatten(obj, rel: str, limits: Limits | None = None):
+    obj, skipped = unwrap(obj)
+    out = walk_tensors(obj, rel, lambda v: isinstance(v, TensorRef), limits)
+    # complex tensors are metadata (spectra, rotary tables), never weights the statistics judge
+    cplx = [n for n, t in out.items() if t.dtype.startswith("complex")]
+    for name in cplx:
+        check_bounds(name, out.pop(name), rel, complex_ok=True)
+    if not out:
+        raise InputError(rel, "holds no tensors" + (" except complex ones" if cplx else ""))
+    for name, t in out.items():
+        check_bounds(name, t, rel)
+    return out, skipped + [f"{len(cplx)} complex tensor(s)"] * bool(cplx)
+
+
+def check_bounds(name: str, t: TensorRef, rel: str, complex_ok: bool = False):
     """Refuse a tensor whose offset, sizes or strides reach outside its storage, or that we cannot view."""
     check_name(name, rel)
     shown = name if len(name) <= 80 else name[:77] + "..."
+    if complex_ok and t.dtype.startswith("complex"):
+        itemsize = _DTYPES[t.dtype][1]
+        last = t.offset + sum((d - 1) * s for d, s in zip(t.shape, t.stride))
+        if t.offset < 0 or any(d < 0 for d in t.shape) or any(s < 0 for s in t.stride) or (
+                math.prod(t.shape) and (last + 1) * itemsize > t.storage.nbytes):
+            raise InputError(rel, f"tensor {shown!r}: does not fit its storage")
+        return
     if t.dtype not in _DTYPES or _DTYPES[t.dtype][0] is None and not t.dtype.endswith("fnuz"):
         raise InputError(rel, f"tensor {shown!r}: unsupported dtype {t.dtype}")
     if _DTYPES[t.dtype][0] is None:

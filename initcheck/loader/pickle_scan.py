@@ -33,12 +33,9 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
 from ..errors import InputError
+from .limits import Limits, default_limits
 from .zipfile_strict import StrictZip, ZipError
 
-# a data.pkl holds ~100 bytes per tensor: 64 MiB is ~600k tensors, far above any real model
-MAX_PICKLE_BYTES = 64 * 1024 * 1024
-# ~1 s of genops per million opcodes; ~30 opcodes per tensor
-MAX_OPCODES = 5_000_000
 # legacy torch.load unpickles: magic number, protocol version, sys_info, the object, storage keys
 LEGACY_PICKLES = 5
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -49,7 +46,6 @@ ZIP_MAGIC = b"PK\x03\x04"
 _STRINGS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING", "SHORT_BINSTRING"}
 _GETS = {"GET", "BINGET", "LONG_BINGET"}
 _PUTS = {"PUT", "BINPUT", "LONG_BINPUT"}
-_MARK = object()
 _ANY = object()
 
 
@@ -82,6 +78,7 @@ class Parsed:
     pickles: list = field(default_factory=list)
     zip: StrictZip | None = None
     data_start: int = 0
+    limits: Limits | None = None
 
     def close(self):
         # numpy views may still point into the map (they do not pin it: closing it would leave them
@@ -91,25 +88,29 @@ class Parsed:
         self.buf = None
 
 
-def scan_file(path: str, rel: str) -> list:
+def scan_file(path: str, rel: str, limits: Limits | None = None) -> list:
     """The globals (``module.name``) that unpickling ``path`` would import, in order, deduplicated.
 
     Raises:
         InputError: the file is empty, not a zip nor a pickle, ambiguous, or its pickle stream is malformed.
     """
-    parsed = parse_file(path, rel)
+    parsed = parse_file(path, rel, limits)
     buf = parsed.buf
     parsed.close()
     buf.close()  # no view was made from it
     return parsed.globals
 
 
-def parse_file(path: str, rel: str) -> Parsed:
+def parse_file(path: str, rel: str, limits: Limits | None = None) -> Parsed:
     """Parse ``path`` the way ``torch.load`` reads it; see the module docstring.
+
+    ``limits`` (default: the default pack's ``[scan]``) bound the opcodes, memo, nesting and zip
+    members read: a file over one is refused, not scanned for longer.
 
     Raises:
         InputError: one line naming ``rel`` and the problem.
     """
+    limits = limits or default_limits()
     try:
         size = os.path.getsize(path)
         if size == 0:
@@ -118,7 +119,7 @@ def parse_file(path: str, rel: str) -> Parsed:
             buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         try:
             # decide zip or legacy the way torch.load does: by the first bytes, not the zip trailer
-            parsed = _parse_zip(buf) if buf[:4] == ZIP_MAGIC else _parse_legacy(buf, path)
+            parsed = _parse_zip(buf, limits) if buf[:4] == ZIP_MAGIC else _parse_legacy(buf, path, limits)
         except BaseException:
             buf.close()
             raise
@@ -128,7 +129,12 @@ def parse_file(path: str, rel: str) -> Parsed:
         raise
     except (OSError, ValueError, EOFError, NotImplementedError, RuntimeError) as e:
         raise InputError(rel, f"cannot scan pickle stream: {type(e).__name__}: {str(e)[:200]}") from None
-    parsed.globals = list(dict.fromkeys(g for p in parsed.pickles for g in globals_in_ops(p.ops)))
+    try:
+        parsed.globals = list(dict.fromkeys(g for p in parsed.pickles for g in globals_in_ops(p.ops, limits)))
+    except PickleScanError as e:
+        parsed.close()
+        raise InputError(rel, f"cannot scan pickle stream: {e}") from None
+    parsed.limits = limits
     return parsed
 
 
@@ -137,36 +143,39 @@ def is_allowed(name: str, allow) -> bool:
     return any(name == a or (any(c in a for c in "*?[") and fnmatchcase(name, a)) for a in allow)
 
 
-def _parse_zip(buf) -> Parsed:
-    zf = StrictZip(buf)
+def _parse_zip(buf, limits: Limits) -> Parsed:
+    zf = StrictZip(buf, max_members=limits.zip_max_members)
     data = zf.record("data.pkl")
     if data is None:
         raise PickleScanError(f"zip archive holds no {zf.folder}/data.pkl (not a torch.save file)")
-    pickles = []
+    pickles, total, budget = [], 0, [limits.pickle_max_opcodes]
     # data.pkl is what torch.load unpickles; any other *.pkl member is scanned too (it is reported,
     # and a TorchScript archive's constants.pkl is what torch.jit.load would read)
     for m in [data] + [m for m in zf.members if m is not data and m.name.lower().endswith(".pkl")]:
-        raw = zf.read(m, MAX_PICKLE_BYTES)
-        pickles.append(read_pickle(io.BytesIO(raw), m.name))
+        total += m.size
+        if total > limits.zip_max_bytes:
+            raise PickleScanError(f"the archive's pickles decompress to over {limits.zip_max_bytes} bytes")
+        raw = zf.read(m, limits.pickle_max_bytes)
+        pickles.append(read_pickle(io.BytesIO(raw), m.name, limits, budget))
     return Parsed("zip", buf, pickles=pickles, zip=zf)
 
 
-def _parse_legacy(buf, path) -> Parsed:
+def _parse_legacy(buf, path, limits: Limits) -> Parsed:
     if _is_tar(path):
         # torch.load tries the pre-1.0 tar format first: it would read the tar's members, not this stream
         raise PickleScanError("file is a tar archive (torch's oldest format): refusing a file readers could read two ways")
     from .pickle_reader import evaluate  # the reader builds on this module
 
-    f = _MapFile(buf)
+    f, budget = _MapFile(buf), [limits.pickle_max_opcodes]
     try:
-        first = read_pickle(f, "pickle #1")
+        first = read_pickle(f, "pickle #1", limits, budget)
     except PickleScanError:
         if buf[:1] != b"\x80":  # legacy torch files start with a PROTO opcode
             raise PickleScanError("neither a zip archive nor a pickle stream (not a PyTorch checkpoint)") from None
         raise
     pickles = [first]
     try:
-        magic = evaluate(first)
+        magic = evaluate(first, limits=limits)
     except Exception:  # noqa: BLE001 - not plain data: not a torch file (torch would stop after it)
         magic = None
     if magic != LEGACY_MAGIC or isinstance(magic, bool):
@@ -176,14 +185,14 @@ def _parse_legacy(buf, path) -> Parsed:
             if f.tell() >= len(buf):
                 break
             try:
-                pickles.append(read_pickle(f, f"pickle #{i + 1}"))
+                pickles.append(read_pickle(f, f"pickle #{i + 1}", limits, budget))
             except PickleScanError:
                 break
         return Parsed("pickle", buf, pickles=pickles)
     for i in range(1, LEGACY_PICKLES):
         if f.tell() >= len(buf):
             raise PickleScanError(f"legacy torch file ends after pickle #{i} of {LEGACY_PICKLES}")
-        pickles.append(read_pickle(f, f"pickle #{i + 1}"))
+        pickles.append(read_pickle(f, f"pickle #{i + 1}", limits, budget))
     return Parsed("legacy", buf, pickles=pickles, data_start=f.tell())
 
 
@@ -221,22 +230,27 @@ def _is_tar(path) -> bool:
         return False
 
 
-def read_pickle(f, where: str) -> Pickle:
+def read_pickle(f, where: str, limits: Limits | None = None, budget: list | None = None) -> Pickle:
     """Read one pickle from ``f``'s position to its STOP, as ``pickle.load`` would.
 
     Args:
         f: a seekable file-like object (BytesIO, or a view of an mmap).
         where: how to name this stream in error messages.
+        limits: the rule pack's bounds.
+        budget: ``[opcodes left]`` shared by all the pickles of one file (a legacy file holds five,
+            an archive several): the limit is per file, so five pickles cannot cost five times it.
 
     Raises:
-        PickleScanError: malformed or mis-framed opcodes, or more than ``MAX_OPCODES``.
+        PickleScanError: malformed or mis-framed opcodes, or more than ``limits.pickle_max_opcodes``.
     """
+    max_ops = (limits or default_limits()).pickle_max_opcodes
+    left = budget[0] if budget is not None else max_ops
     start = f.tell()
     ops, frame_end, prev = [], None, None
     try:
         for n, (op, arg, pos) in enumerate(pickletools.genops(f)):
-            if n >= MAX_OPCODES:
-                raise PickleScanError(f"{where}: more than {MAX_OPCODES} opcodes")
+            if n >= left:
+                raise PickleScanError(f"{where}: over {max_ops} opcodes in this file (the rule pack's pickle_max_opcodes)")
             name = op.name
             # framing: the previous opcode ended where this one starts
             if frame_end is not None and pos >= frame_end:
@@ -258,6 +272,8 @@ def read_pickle(f, where: str) -> Pickle:
     if not ops or ops[-1][0] != "STOP":
         raise PickleScanError(f"{where}: no STOP opcode")
     end = f.tell()
+    if budget is not None:
+        budget[0] -= len(ops)
     if frame_end is not None and frame_end != end:
         raise PickleScanError(f"{where}: the last frame does not end at STOP ({frame_end - end:+d} bytes)")
     return Pickle(where, ops, start, end)
@@ -291,16 +307,26 @@ def globals_in_stream(f, where: str) -> list:
         where: how to name this stream in error messages.
 
     Raises:
-        PickleScanError: malformed or mis-framed opcodes, or more than ``MAX_OPCODES``.
+        PickleScanError: malformed or mis-framed opcodes, or over a limit.
     """
     return globals_in_ops(read_pickle(f, where).ops)
 
 
-def globals_in_ops(ops) -> list:
-    """The globals a parsed pickle imports, in order; computed operands reported as unresolved."""
-    stack, memo, found = [], {}, []
+def globals_in_ops(ops, limits: Limits | None = None) -> list:
+    """The globals a parsed pickle imports, in order; computed operands reported as unresolved.
+
+    Linear in the opcodes: marks are kept on their own stack (finding the last mark by searching
+    the stack made MARK/POP_MARK pairs over a deep stack quadratic), and the memo is bounded.
+    """
+    limits = limits or default_limits()
+    max_memo, max_depth = limits.pickle_max_memo, limits.pickle_max_depth
+    stack, marks, memo, found = [], [], {}, []
     for name, arg, _pos in ops:
-        op = pickletools.opcodes[_CODE[name]]
+        if name in _PUTS or name == "MEMOIZE":
+            memo[len(memo) if name == "MEMOIZE" else arg] = stack[-1] if stack else _ANY
+            if len(memo) > max_memo:
+                raise PickleScanError(f"more than {max_memo} memo entries (the rule pack's pickle_max_memo)")
+            continue
         if name in ("GLOBAL", "INST"):
             found.append(".".join(arg))
         elif name == "STACK_GLOBAL":
@@ -310,38 +336,30 @@ def globals_in_ops(ops) -> list:
             found.append(".".join(compat_name(mod, attr)) if ok else f"{UNRESOLVED} (STACK_GLOBAL with computed operands)")
         elif name.startswith("EXT"):
             found.append(f"{UNRESOLVED} (copyreg extension code {arg})")
-        _step(op, arg, name, stack, memo)
+        # the opcode's stack effect, tracking string values and the memo
+        mark_at, n_before, n_after = _EFFECT[name]
+        if mark_at >= 0:
+            mark = marks.pop() if marks else 0
+            del stack[min(mark, len(stack)):]
+            del stack[max(0, len(stack) - mark_at):]
+        elif name == "DUP":
+            stack.append(stack[-1] if stack else _ANY)
+            continue
+        elif n_before:
+            del stack[max(0, len(stack) - n_before):]
+        if name == "MARK":
+            marks.append(len(stack))
+            if len(marks) > max_depth:
+                raise PickleScanError(f"marks nested over {max_depth} deep (the rule pack's pickle_max_depth)")
+        elif name in _STRINGS:
+            stack.append(arg)
+        elif name in _GETS:
+            stack.append(memo.get(arg, _ANY))
+        elif n_after:
+            stack.extend([_ANY] * n_after)
     return found
 
 
-_CODE = {op.name: i for i, op in enumerate(pickletools.opcodes)}
-
-
-def _step(op, arg, name, stack, memo):
-    """Apply the opcode's stack effect, tracking string values and the memo."""
-    if name in _PUTS:
-        memo[arg] = stack[-1] if stack else _ANY
-        return
-    if name == "MEMOIZE":
-        memo[len(memo)] = stack[-1] if stack else _ANY
-        return
-    before = op.stack_before
-    if pickletools.markobject in before:
-        i = before.index(pickletools.markobject)
-        mark = max((k for k, v in enumerate(stack) if v is _MARK), default=0)
-        del stack[mark:]
-        del stack[max(0, len(stack) - i):]
-    else:
-        top = stack[-1] if stack else _ANY
-        del stack[max(0, len(stack) - len(before)):]
-        if name == "DUP":
-            stack += [top, top]
-            return
-    if name == "MARK":
-        stack.append(_MARK)
-    elif name in _STRINGS:
-        stack.append(arg)
-    elif name in _GETS:
-        stack.append(memo.get(arg, _ANY))
-    else:
-        stack.extend([_ANY] * len(op.stack_after))
+# opcode -> (position of the mark in its stack_before or -1, items it pops, items it pushes)
+_EFFECT = {op.name: (op.stack_before.index(pickletools.markobject) if pickletools.markobject in op.stack_before else -1,
+                     len(op.stack_before), len(op.stack_after)) for op in pickletools.opcodes}

@@ -28,7 +28,6 @@ _END = b"PK\x05\x06"
 _END64 = b"PK\x06\x06"
 _LOCATOR64 = b"PK\x06\x07"
 _DESCRIPTOR = b"PK\x07\x08"
-_MAX_MEMBERS = 1_000_000  # a header-only bound: ~100 bytes of central directory each
 
 
 class ZipError(Exception):
@@ -53,14 +52,17 @@ class StrictZip:
 
     Args:
         buf: the whole file.
+        max_members: the most members accepted (the rule pack's ``zip_max_members``).
+        torch: hold the archive to torch's layout (every member in one top folder); False for
+            other archives scanned for pickles (``.npz``, any zip in the folder).
 
     Raises:
         ZipError: for any layout that is not a single, plain, unambiguous archive.
     """
 
-    def __init__(self, buf):
+    def __init__(self, buf, max_members: int = 100_000, torch: bool = True):
         self.buf = buf
-        self.members = _parse(buf)
+        self.members = _parse(buf, max_members)
         self._by_lower = {}
         for m in self.members:
             key = _lower(m.name)
@@ -71,13 +73,25 @@ class StrictZip:
             self._by_lower[key] = m
         # torch: the archive's folder is the first central directory entry's name up to its first '/'
         first = self.members[0].name
+        self.folder = first.split("/", 1)[0]
+        if not torch:
+            return
         if "/" not in first:
             raise ZipError(f"first member {first[:60]!r} is not in a folder (torch refuses such archives)")
-        self.folder = first.split("/", 1)[0]
 
     def record(self, name: str):
         """The member torch's ``getRecord(name)`` reads (``<folder>/<name>``, case-insensitive), or None."""
         return self._by_lower.get(_lower(f"{self.folder}/{name}"))
+
+    def head(self, m: Member, n: int) -> bytes:
+        """The first ``n`` uncompressed bytes of a member (for sniffing; not CRC-checked)."""
+        raw = self.buf[m.data_offset:m.data_offset + m.compressed_size]
+        if m.method != 8:
+            return bytes(raw[:n])
+        try:
+            return zlib.decompressobj(-15).decompress(bytes(raw[:max(n, 1 << 16)]), n)
+        except zlib.error as e:
+            raise ZipError(f"{m.name[:60]}: bad deflate stream ({e})") from None
 
     def read(self, m: Member, limit: int) -> bytes:
         """A member's uncompressed bytes, CRC-checked; at most ``limit`` bytes."""
@@ -113,7 +127,7 @@ def _u(fmt, buf, off):
     return struct.unpack(fmt, buf[off:end])
 
 
-def _parse(buf) -> list:
+def _parse(buf, max_members: int) -> list:
     size = len(buf)
     end = size - 22
     # no comment and nothing after the end record: then miniz (last signature with 22 bytes after
@@ -147,7 +161,9 @@ def _parse(buf) -> list:
                        "prefixed, concatenated or multi-directory archive")
     if n_total == 0:
         raise ZipError("archive holds no members")
-    if n_total > _MAX_MEMBERS or n_total * 46 > cd_size:
+    if n_total > max_members:
+        raise ZipError(f"{n_total} members, over the rule pack's zip_max_members ({max_members})")
+    if n_total * 46 > cd_size:
         raise ZipError(f"central directory cannot hold {n_total} members")
 
     members, pos = [], cd_offset

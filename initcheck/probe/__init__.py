@@ -6,8 +6,8 @@ package never decides what is wrong.
 """
 
 
-def run_probe(scan, settings, pack=None) -> dict:
+def run_probe(scan, settings, pack=None, on_step=None) -> dict:
     """Run the probe and store its trace in ``scan.probe``; see ``initcheck.probe.run.run_probe``."""
     from .run import run_probe as _run  # torch is imported only when a probe actually runs
 
-    return _run(scan, settings, pack)
+    return _run(scan, settings, pack, on_step=on_step)

@@ -139,7 +139,7 @@ class Recorder:
 
 
 def train(model, batch: dict, params: dict, steps: int, lr: float, recorder: Recorder | None = None,
-          first_forward=None, loss_fn=None):
+          first_forward=None, loss_fn=None, on_step=None):
     """Train ``params`` of ``model`` on the fixed ``batch`` for ``steps`` AdamW steps.
 
     Args:
@@ -150,6 +150,7 @@ def train(model, batch: dict, params: dict, steps: int, lr: float, recorder: Rec
         recorder: a ``Recorder``, or None for the bare loop (the benchmark's reference).
         first_forward: a context manager factory wrapped around step 0's forward (activations).
         loss_fn: ``out -> loss`` for models that return only logits (``loss_for``); None: ``out.loss``.
+        on_step: ``on_step(step, steps, loss)`` once per step, after its loss is known (progress).
 
     Returns:
         list of float: the loss of each step before its update (stops at a non-finite one).
@@ -167,6 +168,8 @@ def train(model, batch: dict, params: dict, steps: int, lr: float, recorder: Rec
             raise ValueError("the model returned no loss for the probe batch (are labels accepted?)")
         value = float(loss.detach())
         losses.append(value)
+        if on_step is not None:
+            on_step(step, steps, value)
         if recorder is not None and not recorder.on_loss(step, value):
             break
         opt.zero_grad(set_to_none=True)

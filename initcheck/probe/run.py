@@ -18,7 +18,7 @@ SKIPPED, SPIKE, ACTIVATIONS = "IC300", "IC303", "IC306"
 SINGLE_THREAD_PARAMS = 5_000_000
 
 
-def run_probe(scan, settings, pack=None) -> dict:
+def run_probe(scan, settings, pack=None, on_step=None) -> dict:
     """Run the probe and store its trace in ``scan.probe``.
 
     Args:
@@ -26,6 +26,8 @@ def run_probe(scan, settings, pack=None) -> dict:
             ``path`` + ``model_class`` + ``num_labels`` + ``task`` + ``trust_remote_code``).
         settings: ``Settings`` (probe_steps, lr, batch_size, seq_len, seed, device, train, data, batch).
         pack: the resolved rule pack; loaded from ``settings`` when None.
+        on_step: ``on_step(step, steps, loss)`` after each training step (progress display); the
+            probe itself prints nothing.
 
     Returns:
         dict: the trace (also set as ``scan.probe``); ``status`` is "ran" or "skipped".
@@ -55,7 +57,7 @@ def run_probe(scan, settings, pack=None) -> dict:
         return _skip(tr, "the task model is unknown: pass --task (and --num-labels) or check a model "
                          "whose config names a task class, e.g. BertForSequenceClassification")
     try:
-        return _probe(scan, settings, pack, tr, recipe, task, started)
+        return _probe(scan, settings, pack, tr, recipe, task, started, on_step)
     except InputError:
         raise  # a bad --data file is the user's to fix: exit 2
     except Exception as e:  # noqa: BLE001 - whatever breaks, the probe says why (IC300)
@@ -63,7 +65,7 @@ def run_probe(scan, settings, pack=None) -> dict:
         return scan.probe
 
 
-def _probe(scan, settings, pack, tr, recipe, task, started) -> dict:
+def _probe(scan, settings, pack, tr, recipe, task, started, on_step=None) -> dict:
     device = settings.device
     if device.startswith("cuda") and not torch.cuda.is_available():
         return _skip(tr, f"--device {device} asked for, but this torch ({torch.__version__}) sees no CUDA "
@@ -89,10 +91,10 @@ def _probe(scan, settings, pack, tr, recipe, task, started) -> dict:
             from ..taskmodel import build_failure
 
             return _skip(tr, build_failure({**recipe, "model_class": tr["model_class"] or "the task model"}, e))
-        return _run(scan, settings, pack, tr, model, task, recipe, started)
+        return _run(scan, settings, pack, tr, model, task, recipe, started, on_step)
 
 
-def _run(scan, settings, pack, tr, model, task, recipe, started) -> dict:
+def _run(scan, settings, pack, tr, model, task, recipe, started, on_step=None) -> dict:
     """Train the built model on the probe batch and fill the trace."""
     device = settings.device
     model.eval()  # dropout off: the loss on the fixed batch must be comparable step to step
@@ -130,7 +132,7 @@ def _run(scan, settings, pack, tr, model, task, recipe, started) -> dict:
         torch.manual_seed(settings.seed)
         try:
             losses = loop.train(model, batch, params, settings.probe_steps, settings.lr, rec, lambda: watch,
-                                loss_fn=loss_fn)
+                                loss_fn=loss_fn, on_step=on_step)
         except (RuntimeError, ValueError, TypeError) as e:
             return _skip(tr, f"the model's forward/backward failed on the probe batch: {type(e).__name__}: {e}".splitlines()[0])
     if losses and not math.isfinite(losses[-1]):

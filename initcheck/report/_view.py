@@ -64,6 +64,27 @@ def code_spans(text) -> Markup:
     return Markup("".join(f"<p>{p}</p>" for p in paras))
 
 
+# the load report's keys as a reader names them
+LABELS = {"status": "Status", "model_class": "Task model class", "base_model_prefix": "Backbone prefix",
+          "missing": "Missing from the checkpoint (initialised randomly)", "unexpected": "In the checkpoint, unused by the model",
+          "mismatched": "Shape mismatch (re-initialised)", "backbone_parameters": "Backbone parameters",
+          "missing_parameters": "Parameters initialised randomly", "reason": "Note", "error": "Error",
+          "reinitialised": "Re-initialised after loading", "verified": "Tensors verified as loaded"}
+
+
+def label(key) -> str:
+    """A readable label for a load-report key: known ones by name, others with spaces for underscores."""
+    key = str(key)
+    return LABELS.get(key) or key.replace("_", " ").capitalize()
+
+
+def load_entry(v) -> str:
+    """One entry of a load-report list: a key, or a shape mismatch as ``name (checkpoint [a, b] -> model [c, d])``."""
+    if isinstance(v, dict) and "name" in v:
+        return f"{v['name']} (checkpoint {num(v.get('checkpoint'))} -> model {num(v.get('model'))})"
+    return num(v)
+
+
 def first_paragraph(text) -> str:
     return (text or "").split("\n\n")[0].replace("\n", " ").strip()
 
@@ -73,8 +94,31 @@ def environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(data_dir("templates"))), autoescape=True,
                              trim_blocks=True, lstrip_blocks=True, undefined=jinja2.ChainableUndefined)
     env.filters.update(bytes=human_bytes, count=human_count, num=num, md=md, code_spans=code_spans,
-                       first_paragraph=first_paragraph)
+                       first_paragraph=first_paragraph, label=label,
+                       load_entry=load_entry)
     return env
+
+
+def checked_class(data: dict) -> str:
+    """The class that was checked: the task model's when one was built (--task may build another
+    class than the checkpoint's config names), else the checkpoint's architecture."""
+    t = data.get("target") or {}
+    for src in (data.get("load_report"), data.get("probe")):
+        if isinstance(src, dict) and isinstance(src.get("model_class"), str) and src.get("model_class"):
+            cls = src["model_class"]
+            arch = t.get("architecture")
+            return cls if not arch or arch == cls else f"{cls} (checkpoint: {arch})"
+    return str(t.get("architecture") or t.get("model_type") or "unknown architecture")
+
+
+def probe_summary(probe, arrow: str = "->") -> str | None:
+    """``12 of 20 steps ran, loss 1.099 -> nan``: the steps that ran, not the steps asked for."""
+    if not isinstance(probe, dict) or not isinstance(probe.get("loss"), list) or not probe["loss"]:
+        return None
+    loss = probe["loss"]
+    asked = probe.get("steps")
+    ran = f"{len(loss)} steps" if asked in (None, len(loss)) else f"{len(loss)} of {num(asked)} steps ran"
+    return f"{ran}, loss {num(loss[0])} {arrow} {num(loss[-1])}"
 
 
 def active(f: dict) -> bool:

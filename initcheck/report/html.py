@@ -7,7 +7,7 @@ Everything from the checkpoint is escaped by jinja2's autoescape; a Content-Secu
 meta tag forbids scripts and every network load as a second line of defence.
 """
 
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from . import _view
 from . import plots
@@ -15,21 +15,28 @@ from . import plots
 _MAX_ROWS_PER_RULE = 200   # findings shown per rule; the JSON report has them all
 
 
+def _figure(plot) -> Markup:
+    """An inline SVG, or the stated reason there is none (escaped: it may quote a value)."""
+    if isinstance(plot, plots.Reason):
+        return Markup('<p class="note plot-reason">') + escape(plot) + Markup("</p>")
+    return Markup(plot)
+
+
 def render(data: dict, **kw) -> str:
     flagged = _view.flagged(data)
     probe = data.get("probe") or None
     figures = {"layers": plots.per_layer(data.get("tensors") or [], flagged)}
-    if probe and probe.get("status", "ran") == "ran":
+    if isinstance(probe, dict) and probe.get("status", "ran") == "ran":
         figures["loss"] = plots.loss_curve(probe)
-        figures["grad"] = plots.grad_heatmap(probe)
-    figures = {k: Markup(v) for k, v in figures.items() if v}
+        figures["grad"] = plots.grad_heatmap(probe, flagged)
+    figures = {k: _figure(v) for k, v in figures.items() if v}
     s = data["summary"]
     groups = _view.finding_groups(data, limit=_MAX_ROWS_PER_RULE)
     top = [f for g in groups for f in g["active"]][:3]
     flagged_rows = [t for t in plots.weight_rows(data.get("tensors") or []) if t["name"] in flagged]
     files = data["target"].get("files") or []
     return _view.environment().get_template("report.html.j2").render(
-        d=data, s=s, t=data["target"], groups=groups, top=top, figures=figures, probe=probe,
+        d=data, s=s, t=data["target"], checked=_view.checked_class(data), groups=groups, top=top, figures=figures, probe=probe,
         flagged=flagged, flagged_rows=flagged_rows, weights=len(plots.weight_rows(data.get("tensors") or [])),
         total_bytes=sum(f.get("size") or 0 for f in files), hashed=any(f.get("sha256") for f in files),
         severities=_view.SEVERITIES, dtype_total=sum((data["target"].get("dtypes") or {}).values()) or 1)

@@ -17,5 +17,6 @@ def render(data: dict, top: int = _TOP, **kw) -> str:
                     key=lambda f: (-_view.RANK[f["severity"]], f["rule"], f.get("param") or ""))
     quiet = [f for g in groups for f in g["quiet"]]
     text = _view.environment().get_template("report.md.j2").render(
-        d=data, rows=active[:top], more=max(0, len(active) - top), quiet=quiet, probe=data.get("probe"), icons=_ICONS)
+        d=data, rows=active[:top], more=max(0, len(active) - top), quiet=quiet, probe=data.get("probe"), icons=_ICONS,
+        checked=_view.checked_class(data), summary=_view.probe_summary(data.get("probe"), "→"))
     return text.rstrip() + "\n"

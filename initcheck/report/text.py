@@ -5,6 +5,8 @@ import io
 from rich.console import Console
 from rich.markup import escape
 
+from . import _view
+
 _STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 _TITLE = {"error": "Errors", "warning": "Warnings", "info": "Info"}
 
@@ -21,7 +23,7 @@ def render(data: dict, color: bool = False, width: int = 100, **kw) -> str:
     con = Console(file=buf, force_terminal=color, color_system="standard" if color else None,
                   width=width, highlight=False, soft_wrap=not color)  # no hard wraps in logs and files
     t, s = data["target"], data["summary"]
-    arch = t.get("architecture") or t.get("model_type") or "unknown architecture"
+    arch = _view.checked_class(data)
     con.print(f"initcheck {data['tool']['version']}  {escape(str(t['path']))}  "
               f"({escape(arch)}, {_fmt_params(t['parameters'])} parameters, {t['tensors']} tensors)")
     new = data.get("new") or {}
@@ -52,7 +54,7 @@ def render(data: dict, color: bool = False, width: int = 100, **kw) -> str:
         for f in quiet:
             why = f"suppressed: {f['reason']}" if f["suppressed"] else "in baseline"
             con.print(f"  [dim]{f['rule']} {escape(f['param'] or '(model)')}  ({escape(why)})[/]")
-    if data.get("probe") and data["probe"].get("loss"):
-        loss = data["probe"]["loss"]
-        con.print(f"\nprobe: {len(loss)} steps, loss {loss[0]:.4g} -> {loss[-1]:.4g}")
+    probe = _view.probe_summary(data.get("probe"))
+    if probe:   # loss values may be "nan"/"inf" strings or None in a failed run: num() formats them all
+        con.print(f"\nprobe: {escape(probe)}")
     return buf.getvalue()

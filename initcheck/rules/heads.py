@@ -68,9 +68,14 @@ def backbone_not_loaded(ctx):
     severity = ctx.severity if frac >= ctx.opt("error_fraction") else "warning"
     shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
     verdict = "the backbone would be trained from scratch" if frac >= ctx.opt("error_fraction") else "these start from random init"
+    hint = None
+    if severity != ctx.severity and not _prefix_hint(missing, rep["unexpected"], prefix):
+        # a pooler (or a few tensors) the pretrained checkpoint never had: nothing to rename
+        hint = ("These few tensors start from the model's own init; that is normal when the pretrained "
+                "checkpoint never had them (e.g. a pooler). Nothing to rename; suppress with a reason if expected.")
     yield ctx.finding(None, f"{len(missing)} backbone tensor(s) ({frac:.0%} of backbone parameters) are missing from the checkpoint, "
                             f"so {verdict}: {shown}{_prefix_hint(missing, rep['unexpected'], prefix)}",
-                      value=round(frac, 4), expected=0.0, severity=severity)
+                      value=round(frac, 4), expected=0.0, severity=severity, hint=hint)
 
 
 @rule("IC202", "unexpected-keys", "warning", options=("expected_unused", "expected_severity"), scope="model")

@@ -16,17 +16,21 @@ def _file_finding(ctx, rel, message, value=None, expected=None, severity=None):
     return f
 
 
-@rule("IC401", "unsafe-pickle-global", "error", options=("safe_globals", "allow", "dangerous"), scope="model")
+@rule("IC401", "unsafe-pickle-global", "error", options=("safe_globals", "side_file_globals", "allow", "dangerous"), scope="model")
 def unsafe_pickle_global(ctx):
     """A pickle file imports a function that can run code (e.g. `os.system`).
 
     ## What it does
-    Reads the pickle opcode stream of every `.bin`, `.pt`, `.pth`, `.ckpt` (and `.pkl`) file in
-    the checkpoint *without unpickling it* and lists the globals it imports (`GLOBAL`,
-    `STACK_GLOBAL`, `INST`). A weight file that imports anything outside `safe_globals` (the
-    torch/collections/numpy functions that rebuild tensors) is reported and **not loaded**: its
-    tensors are absent from the check. Other pickles in the folder (`training_args.bin`,
-    `optimizer.pt`) are never loaded; they are reported when they import a `dangerous` global.
+    Reads the pickle opcode stream of every file in the model folder that is, or holds, a pickle
+    (recognised by content: torch archives, legacy torch files, bare pickles whatever their name,
+    `.npy`/`.npz` object arrays, pickles inside zip members) *without unpickling it* and lists the
+    globals it imports (`GLOBAL`, `STACK_GLOBAL`, `INST`). A weight file that imports anything
+    outside `safe_globals` (what `torch.load(weights_only=True)` accepts) is reported and **not
+    loaded**: its tensors are absent from the check. Other pickles in the folder
+    (`training_args.bin`, `optimizer.pt`, `rng_state.pth`, a `.pkl`) are never loaded; they are
+    reported when they import anything outside `safe_globals` + `side_file_globals` + `allow`, or a
+    `dangerous` global. A file that holds a pickle but cannot be scanned (malformed, over a limit
+    of the rule pack's `[scan]` table) is reported as a warning.
 
     ## Why is this bad?
     Unpickling calls whatever the file names: a `__reduce__` returning
@@ -43,6 +47,7 @@ def unsafe_pickle_global(ctx):
 
     ## Options
     - `safe_globals`: globals a weight file may import (exact names).
+    - `side_file_globals`: what a pickle that is not loaded may import on top (exact names).
     - `allow`: your additions to `safe_globals` (exact names or fnmatch patterns).
     - `dangerous`: fnmatch patterns reported in pickles that initcheck does not load.
     """
@@ -50,6 +55,8 @@ def unsafe_pickle_global(ctx):
     if ckpt is None:
         return
     safe = list(ctx.opt("safe_globals")) + list(ctx.opt("allow"))
+    side = safe + list(ctx.opt("side_file_globals"))
+    unscanned = getattr(ckpt, "unscanned", {})
     for rel, names in sorted(getattr(ckpt, "pickle_globals", {}).items()):
         loaded = rel in ckpt.readers
         if loaded:
@@ -58,12 +65,16 @@ def unsafe_pickle_global(ctx):
             what = ("not loaded: its tensors are absent from this check" if rel in ckpt.refused
                     else "read by initcheck's restricted reader" if how == "initcheck" else "loaded with torch.load(weights_only=True)")
         else:
-            bad = [g for g in names if any(fnmatchcase(g, p) for p in ctx.opt("dangerous"))]
+            bad = [g for g in names if not is_allowed(g, side) or any(fnmatchcase(g, p) for p in ctx.opt("dangerous"))]
             what = "initcheck does not load this file; nothing should"
         if bad:
             shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
             yield _file_finding(ctx, rel, f"{rel} imports {shown} when unpickled, outside the tensor-rebuild "
                                           f"allowlist ({what})", value=", ".join(bad)[:300], expected="allowlisted globals only")
+    for rel, why in sorted(unscanned.items()):
+        yield _file_finding(ctx, rel, f"{rel} could not be scanned for pickles ({why}); it was not loaded: treat it "
+                                      "as unsafe and do not unpickle it", value=why[:300], expected="a scannable file",
+                            severity="warning")
 
 
 @rule("IC402", "custom-model-code", "warning", scope="model")
