@@ -38,3 +38,19 @@ def test_exit_codes_are_documented():
     section = README.split("## Exit codes", 1)[1]
     for code in ("0", "1", "2"):
         assert f"| {code} " in section
+
+
+def test_demo_transcript_matches_what_the_demo_prints(tmp_path, monkeypatch, capsys):
+    """Every line of the README's demo transcript is printed by the demo, in that order."""
+    from initcheck.demo import run_demo
+
+    block = README.split("<!-- demo-transcript -->", 1)[1].split("```", 2)[1]
+    expected = [line.rstrip() for line in block.splitlines()[1:] if line.strip() and not line.startswith("$ ")]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "300")
+    assert run_demo("initcheck-demo.html") == 0
+    printed = [line.rstrip() for line in capsys.readouterr().out.splitlines()]
+    pos = 0
+    for line in expected:
+        assert line in printed[pos:], f"not printed (in order): {line!r}"
+        pos = printed.index(line, pos) + 1
