@@ -219,7 +219,6 @@ def check(ctx, path, formats, outputs, quiet, verbose, revision, write_baseline,
         settings = build_settings(**cli)
         settings.command = "initcheck " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         used = {stdout_fmt} | {f for f, _ in files}
-        # the README promises per-file SHA-256 in JSON; audit formats need them too
         # audit formats carry every file's SHA-256; a JSON-only run skips it (on a multi-GB
         # checkpoint hashing costs more than the whole static scan)
         settings.hashes = settings.hashes or bool(used & {"html", "sarif"})
