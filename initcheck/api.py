@@ -3,6 +3,9 @@
 ``check(target, **options)`` is the Python API; the CLI is a thin wrapper around ``run``.
 """
 
+import contextlib
+import dataclasses
+
 from . import scan as scan_mod
 from .config import Settings, settings_from
 from .engine import check_selectors, run_rules, select_rules
@@ -35,6 +38,14 @@ def check(target, **options) -> Report:
 
 
 def run(target, settings: Settings) -> Report:
+    if settings.progress is True:  # API: the CLI's terminal display, for this run
+        from .report.progress import RichProgress
+
+        settings = dataclasses.replace(settings, progress=RichProgress())
+        try:
+            return run(target, settings)
+        finally:
+            settings.progress.close()
     pack = pack_for(settings)
     check_selectors(settings.select, "--select")
     check_selectors(settings.ignore, "--ignore")
@@ -83,7 +94,7 @@ def scan_path(path, pack, settings: Settings):
     arrays = (ckpt.array(ckpt.entries[i]) for i in order)
     total = sum(f.size for f in ckpt.files)
     bar = (settings.progress.scan(total, len(ckpt.entries)) if hasattr(settings.progress, "scan")
-           else _progress(settings.progress, total_bytes=total, total_tensors=len(ckpt.entries)))
+           else contextlib.nullcontext())
     with bar as advance:
         scan_mod.compute_stats([scan.records[i] for i in order], arrays, pack.scan, advance)
     # the task model is built when named (--task), or from config.json's architectures when a probe may run
@@ -136,7 +147,7 @@ def _hash_files(scan, ckpt):
 
 
 def _phase(settings: Settings, name: str):
-    """Tell a progress observer (``initcheck.report.progress``) that a phase starts; a bool is the old bar."""
+    """Tell a progress observer (``initcheck.report.progress``) that a phase starts."""
     if hasattr(settings.progress, "phase"):
         settings.progress.phase(name)
 
@@ -157,41 +168,3 @@ def _probe_wanted(settings: Settings, scan, pack=None) -> bool:
     if not _probe_enabled(settings, pack):
         return False
     return settings.probe is True or scan.facts.get("task_model") is not None
-
-
-class _progress:
-    """A rich progress bar (tensors, bytes, speed, ETA) on stderr, on a TTY only; None otherwise.
-
-    ``__enter__`` returns ``advance(nbytes)``, to call once per tensor measured.
-    """
-
-    def __init__(self, enabled: bool, total_bytes: int, total_tensors: int = 0):
-        self.enabled = enabled
-        self.total = total_bytes
-        self.tensors = total_tensors
-
-    def __enter__(self):
-        if not self.enabled:
-            return None
-        from rich.console import Console
-        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                                   TransferSpeedColumn)
-
-        self.bar = Progress("[progress.description]{task.description}", BarColumn(),
-                            TextColumn("{task.fields[done]}/{task.fields[tensors]} tensors"), DownloadColumn(),
-                            TransferSpeedColumn(), TimeRemainingColumn(),
-                            console=Console(stderr=True), transient=True)
-        self.task = self.bar.add_task("scanning", total=self.total, done=0, tensors=self.tensors)
-        self.done = 0
-        self.bar.start()
-
-        def advance(nbytes: int):
-            self.done += 1
-            self.bar.update(self.task, advance=nbytes, done=self.done)
-
-        return advance
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self.bar.stop()
-        return False

@@ -41,7 +41,7 @@ class Settings:
     data: str | None = None
     batch: object = None                # API only: a ready batch dict for the probe
     # output
-    progress: bool = False
+    progress: object = False            # True (API: a terminal display), or an observer from report.progress
     hashes: bool = False                # SHA-256 of every file (HTML / audit reports)
     command: str | None = None
     config_file: str | None = None      # the project config these settings came from
