@@ -5,6 +5,7 @@
 
 import contextlib
 import dataclasses
+import os
 
 from . import scan as scan_mod
 from .config import Settings, settings_from
@@ -50,13 +51,17 @@ def run(target, settings: Settings) -> Report:
     check_selectors(settings.select, "--select")
     check_selectors(settings.ignore, "--ignore")
     rules = select_rules(pack, settings.select, settings.ignore)
+    run_folder = None
     if _is_module(target):
         from .loader.module import scan_module
 
         scan = scan_module(target, pack, settings)
+    elif (run_folder := _find_run(target)) is not None:
+        scan = scan_run(run_folder, pack, settings)
     else:
         scan = scan_path(target, pack, settings)
-    if _probe_wanted(settings, scan, pack):
+    # a post-mortem judges the run's own log; the probe is for starting points (--probe forces it)
+    if (run_folder is None or settings.probe is True) and _probe_wanted(settings, scan, pack):
         from .probe import run_probe
 
         _phase(settings, "probe: building the task model and training")
@@ -71,7 +76,16 @@ def run(target, settings: Settings) -> Report:
     from .policy import apply_policy
 
     findings = apply_policy(findings, scan, settings, pack=pack, rules=rules)
-    return Report(scan, findings, settings, pack, rules)
+    return _Report(scan, findings, settings, pack, rules)
+
+
+class _Report(Report):
+    """``Report`` with the post-mortem's measurements as the JSON's ``run`` key (null for a model folder)."""
+
+    def to_dict(self) -> dict:
+        out = super().to_dict()
+        out["run"] = self.scan.facts.get("run")
+        return out
 
 
 def scan_path(path, pack, settings: Settings):
@@ -104,6 +118,31 @@ def scan_path(path, pack, settings: Settings):
     if settings.hashes:
         _phase(settings, "hashing files")
         _hash_files(scan, ckpt)
+    return scan
+
+
+def _find_run(target):
+    from .run import find_run
+
+    return find_run(target) if isinstance(target, (str, os.PathLike)) else None
+
+
+def scan_run(run_folder, pack, settings: Settings):
+    """A training output folder: the static scan of its latest checkpoint, then its log and movement.
+
+    The latest checkpoint is scanned like any model folder (so a head that is still zero is also
+    IC102's); ``--base`` is the run's starting point here, compared by the movement scan, not a
+    source of origins. The measurements go to ``scan.facts["run"]`` for the IC6xx rules.
+    """
+    from .run import measure_run
+
+    latest = run_folder.weighted[-1].path if run_folder.weighted else None
+    plain = dataclasses.replace(settings, base=None, probe=settings.probe is True)
+    if latest is not None:
+        scan = scan_path(latest, pack, plain)
+    else:
+        scan = scan_mod.Scan(path=str(run_folder.root), records=[])
+    scan.facts["run"] = measure_run(run_folder, scan, settings, pack, phase=lambda name: _phase(settings, name))
     return scan
 
 

@@ -47,6 +47,7 @@ def main():
 
     \b
     initcheck MODEL_DIR             check a checkpoint (same as: initcheck check MODEL_DIR)
+    initcheck RUN_DIR               post-mortem of a training run (checkpoint-*/, trainer_state.json)
     initcheck demo                  build a tiny broken model, check it, write a report
     initcheck rules                 list the rules
     initcheck rule IC102            show a rule's documentation
@@ -58,6 +59,9 @@ def main():
     -o FILE right after it. A one-line verdict always reaches the terminal
     (-q: none). Details: initcheck check --help.
     """
+    # before torch loads libgomp: idle OpenMP threads sleep instead of spinning, which on a shared
+    # machine made the probe 5-25x slower with one core busy (benchmarks/bench_probe.py --load)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _fail(e: Exception, debug: bool):
@@ -89,7 +93,7 @@ def check_options(f):
                      help="Project config (pyproject.toml or initcheck.toml); default: the nearest one."),
         click.option("--task", type=click.Choice(TASKS), default=None, help="Build this task model on top of the checkpoint."),
         click.option("--num-labels", type=int, default=None, help="Labels of the task head (with --task)."),
-        click.option("--base", type=click.Path(exists=False), default=None, help="The pretrained checkpoint this one started from."),
+        click.option("--base", type=click.Path(exists=False), default=None, help="The pretrained checkpoint this one (or this training run) started from."),
         click.option("--head", "heads", multiple=True, help="Glob of parameter names that are new (repeatable)."),
         click.option("--trust-remote-code", is_flag=True, default=False, help="Allow custom model code from the folder."),
         click.option("--probe/--no-probe", "probe", default=None, help="Run (or skip) the short probe training run."),
@@ -209,7 +213,11 @@ def _ext(fmt: str) -> str:
 @click.pass_context
 def check(ctx, path, formats, outputs, quiet, verbose, revision, write_baseline, debug, **cli):
     """Check the checkpoint at PATH: a model folder, a .safetensors/.bin/.pt file, a Hub id
-    (org/name) already in the local Hugging Face cache, or a models--org--name cache folder."""
+    (org/name) already in the local Hugging Face cache, or a models--org--name cache folder.
+
+    A training output folder (checkpoint-*/ subfolders, trainer_state.json) gets a post-mortem:
+    its training log is judged, how far each tensor moved is measured (from --base, else the
+    earliest checkpoint), and its latest checkpoint gets the static checks."""
     progress = None
     try:
         order = ctx.meta.get("initcheck.output_order") or ["formats"] * len(formats) + ["outputs"] * len(outputs)

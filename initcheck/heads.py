@@ -48,8 +48,30 @@ def reference_std(rec, config) -> tuple:
     ref = rec.extra.get("init_ref_std")
     if isinstance(ref, float) and ref > 0:
         return ref, ref, f"{ref:.3g} (the model's _init_weights on a copy of the module)"
+    if rec.extra.get("modules_to_save"):
+        return _modules_to_save_std(rec, rec.extra.get("init_config") or config)
     strict = bool(rec.extra.get("init_by_model")) or rec.origin == T.HEAD
     return expected_std(rec, config, strict)
+
+
+# transformers' PretrainedConfig default: the std most task heads get from _init_weights
+_TRANSFORMERS_INITIALIZER_RANGE = 0.02
+
+
+def _modules_to_save_std(rec, config):
+    """A PEFT ``modules_to_save`` head is a copy of the base model's head, initialised by the base
+    model's own ``_init_weights``: normal(0, initializer_range) read from the base's config.json
+    when it was read (``--base``, or a base inside the adapter folder). Without it, the band of the
+    fan-based inits widened to transformers' default initializer_range (0.02), which is what PEFT's
+    task models (``task_type`` SEQ_CLS, TOKEN_CLS, ...) start their heads from."""
+    decl = expected_std(rec, config, strict=True) if config else None
+    if decl is not None and decl[0] == decl[1]:
+        return decl[0], decl[1], f"{decl[2]} (the base model's init, from its config.json)"
+    lo, hi, label = expected_std(rec, None, strict=False)
+    ir = _TRANSFORMERS_INITIALIZER_RANGE
+    return (min(lo, ir), max(hi, ir),
+            f"{min(lo, ir):.3g}..{max(hi, ir):.3g} (transformers' default initializer_range {ir:g}, "
+            f"the base's config.json not read; {label})")
 
 
 def _mark(rec, how: str):

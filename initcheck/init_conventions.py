@@ -77,6 +77,9 @@ def expected_std(rec, config: dict | None, strict: bool):
         strict: True when the layer was initialised by the model's own ``_init_weights``
             (a transformers task head), so the declared init std alone is expected.
     """
+    if rec.role == T.RNN:   # PyTorch's LSTM/GRU/RNN: every gate U(±1/sqrt(hidden)); Xavier/orthogonal gates 1/sqrt(hidden)
+        h = max(rec.extra.get("rnn_hidden") or rec.fan_in, 1)
+        return 1 / math.sqrt(3 * h), 1 / math.sqrt(h), f"U(±1/sqrt(hidden)) std {1 / math.sqrt(3 * h):.3g}..1/sqrt(hidden) {1 / math.sqrt(h):.3g} (hidden={h})"
     decl = init_std(rec.name, config)
     ir, label = decl.std, decl.label
     if decl.t5_factor is not None:

@@ -4,7 +4,8 @@ code), resized (added rows) or adapter.
 Five sources of truth, strongest last:
 - structure (``heads``): a task class's tensors outside its backbone, timm's classifier, or the
   terminal layer of a plain state dict are a stored head;
-- a PEFT adapter folder: LoRA tensors are adapters, ``modules_to_save`` copies are new;
+- a PEFT adapter folder: LoRA tensors are adapters; ``modules_to_save`` copies are new (a
+  stored head once the adapter has trained) and are judged against the base model's own init;
 - ``--head GLOB``: the user names the new modules;
 - ``--base DIR``: a tensor absent from the base is new, a bigger embedding is resized, a
   changed tensor is noted (``scan.facts["base_changed"]``);
@@ -14,7 +15,10 @@ Five sources of truth, strongest last:
 
 from fnmatch import fnmatchcase
 
+import numpy as np
+
 from . import tensors as T
+from .addedrows import vocab_matrix
 from .basediff import diff_base
 from .heads import label_static
 
@@ -23,11 +27,17 @@ def assign(scan, settings):
     """Label records before their statistics are computed (structure, adapters, --head, --base)."""
     ckpt = scan.checkpoint
     if ckpt is not None and ckpt.adapter_config is not None:
-        label_adapter(scan.records, ckpt.adapter_config)
+        entries = {e.name: e for e in ckpt.entries}
         scan.facts["adapter_config"] = ckpt.adapter_config
         adapter_base(scan, settings)
+        label_adapter(scan, ckpt.adapter_config, lambda rec: ckpt.array(entries[rec.name]))
         return
     label_static(scan)  # structure first: --head and --base below override it
+    for rec in scan.records:
+        # untied LM heads: their row norms show added vocabulary rows without --base (IC206); the
+        # scan keeps row norms for embeddings, and for records flagged here
+        if rec.role == T.LINEAR and vocab_matrix(rec, scan.config):
+            rec.extra["row_profile"] = True
     if ckpt is not None:
         entries = {e.name: e for e in ckpt.entries}
         apply_user_labels(scan, settings, lambda rec: ckpt.array(entries[rec.name]))
@@ -61,13 +71,51 @@ def finish(scan, settings, options, auto_task=True):
     load_task_model(scan, recipe, options)
 
 
-def label_adapter(records, adapter_config):
-    """PEFT adapter folder: LoRA tensors are adapters; full modules saved beside them are new."""
+def label_adapter(scan, adapter_config, array_of=None):
+    """PEFT adapter folder: LoRA tensors are adapters; full modules saved beside them
+    (``modules_to_save``) are new, or stored heads when most LoRA pairs have trained (B non-zero:
+    the heads trained with them). ``array_of(rec)`` gives a record's raw values; the B matrices are
+    read here, before the statistics, only when there are such modules (the rules judge each pair
+    from its statistics).
+    """
+    records = scan.records
+    saved = [r for r in records if not (r.role in (T.LORA_A, T.LORA_B) or "lora_" in r.name)]
+    has_trained = bool(saved) and array_of is not None and mostly_trained(records, array_of)
+    base = scan.facts.get("adapter_base") or {}
     for rec in records:
         if rec.role in (T.LORA_A, T.LORA_B) or "lora_" in rec.name:
             rec.origin, rec.origin_detail = T.ADAPTER, f"adapter ({adapter_config.get('peft_type', 'LORA')})"
+            continue
+        rec.extra["modules_to_save"] = True
+        if base.get("config"):
+            rec.extra["init_config"] = base["config"]   # the base's initializer_range (heads.reference_std)
+        if has_trained:
+            rec.origin, rec.origin_detail = T.HEAD, "adapter modules_to_save, trained with the adapter"
+            rec.extra["head_found"] = rec.origin_detail
         else:
             rec.origin, rec.origin_detail = T.NEW, "adapter modules_to_save"
+
+
+def mostly_trained(records, array_of) -> bool:
+    """Do most LoRA pairs have a non-zero B (A for embeddings)? Reads B's until the vote is decided."""
+    from .dtypes import to_float32
+    from .rules.adapters import lora_pairs
+
+    pairs = list(lora_pairs(records))
+    trained = fresh = 0
+    for a, b, emb in pairs:
+        side = a if emb else b
+        try:
+            values = to_float32(np.asarray(array_of(side)), side.dtype)
+        except Exception:  # noqa: BLE001 - unreadable here: the scan reports it; count the pair as fresh
+            values = None
+        if values is not None and np.any(values != 0):
+            trained += 1
+        else:
+            fresh += 1
+        if trained * 2 > len(pairs) or fresh * 2 >= len(pairs):
+            break
+    return trained * 2 > len(pairs)
 
 
 def adapter_base(scan, settings):
@@ -90,4 +138,5 @@ def adapter_base(scan, settings):
             scan.facts["adapter_base_unread"] = named
     if path is not None:
         base = open_checkpoint(path)
-        scan.facts["adapter_base"] = {"path": str(path), "shapes": {e.name: list(e.shape) for e in base.entries}}
+        scan.facts["adapter_base"] = {"path": str(path), "shapes": {e.name: list(e.shape) for e in base.entries},
+                                      "config": base.config}

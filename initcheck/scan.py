@@ -45,8 +45,10 @@ class Scan:
 
 
 def records_for(ckpt, options: dict | None = None) -> list:
-    """Records for a checkpoint's tensors; with the pack's ``[scan]`` options, 1+w norm gains are marked."""
+    """Records for a checkpoint's tensors, roles refined from structure; with the pack's ``[scan]``
+    options, 1+w norm gains are marked."""
     records = [T.make_record(e.name, e.shape, e.dtype, e.file) for e in ckpt.entries]
+    T.structural_roles(records)
     if options is not None:
         T.mark_offset_norms(records, ckpt.config, options.get("one_plus_w_model_types", ()))
     return records

@@ -92,9 +92,12 @@ def compute(rec: T.TensorRecord, raw: np.ndarray, options: dict) -> TensorStats:
         return st
     rows = raw.reshape(raw.shape[0], -1) if raw.ndim >= 2 else raw.reshape(1, -1)
     n_rows, n_cols = rows.shape
-    # row norms: embeddings, and any matrix that grew rows (an untied lm_head after resizing)
-    keep_rows = raw.ndim == 2 and (rec.role == T.EMBEDDING or rec.new_rows_from is not None)
-    want_dups = rec.role in (T.LINEAR, T.CONV) and raw.ndim >= 2 and n_rows >= 2 and n_cols >= 2
+    # row norms: embeddings, any matrix that grew rows (an untied lm_head after resizing), and RNN
+    # gate matrices (their per-gate std comes from the rows' sums)
+    # row norms: embeddings and untied LM heads (added rows, IC206), RNN gates (per-gate std)
+    keep_rows = raw.ndim == 2 and (rec.role in (T.EMBEDDING, T.RNN) or rec.new_rows_from is not None
+                                   or rec.extra.get("row_profile", False))
+    want_dups = rec.role in (T.LINEAR, T.CONV) and raw.ndim >= 2 and n_rows >= 2 and comparable_rows(rec, options)
     fused = native.supports(raw, rec.dtype)
     # gather the hashed column subset while each row is in cache, unless units are the stored
     # columns (Conv1D) or numpy's rows span several chunks: then rowdups gathers it itself
@@ -111,6 +114,37 @@ def compute(rec: T.TensorRecord, raw: np.ndarray, options: dict) -> TensorStats:
         st.dup_groups, st.dup_exact_rows, st.dup_near_rows = find_duplicate_rows(
             units, rec.dtype, options["near_duplicate_cosine"], subset=sub, norms=norms)
     return st
+
+
+def comparable_rows(rec: T.TensorRecord, options: dict) -> bool:
+    """Whether ``rec``'s rows mean something when two of them are equal (IC104).
+
+    Not for depthwise and grouped convolutions (one input channel per output channel, or
+    ``groups > 1`` where the model is in memory): each channel reads different inputs, so equal
+    filters do not get equal gradients, and trained 3x3 depthwise filters agree to cosine 0.999.
+    Not for rows shorter than ``[scan] min_duplicate_row_length`` either.
+    """
+    if len(rec.shape) < 2:
+        return False
+    if rec.role == T.CONV and (rec.shape[1] == 1 or rec.extra.get("groups", 1) > 1) and not rec.transposed:
+        return False
+    return rec.fan_in >= max(2, options.get("min_duplicate_row_length", 2))
+
+
+def gate_stds(rec: T.TensorRecord, st: "TensorStats") -> list:
+    """The std of each gate's block of rows in an RNN weight (``extra["rnn_gates"]`` blocks), from the
+    rows' norms and means; ``[]`` when the gates are unknown."""
+    gates = rec.extra.get("rnn_gates")
+    if not gates or st.row_norms is None or st.row_means is None or len(rec.shape) != 2:
+        return []
+    n_cols = rec.shape[1]
+    out = []
+    for norms, means in zip(np.array_split(st.row_norms.astype(np.float64), gates),
+                            np.array_split(st.row_means.astype(np.float64), gates)):
+        n = norms.size * n_cols
+        mean = float(means.sum()) * n_cols / n
+        out.append(math.sqrt(max(float(np.square(norms).sum()) / n - mean * mean, 0.0)))
+    return out
 
 
 def _native_pass(st, raw, dtype, n_rows, n_cols, keep_rows, cols):

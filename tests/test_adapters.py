@@ -115,3 +115,161 @@ def test_base_inside_the_adapter_folder_is_used_and_renamed_modules_are_caught(c
     code, data = run(cli, edit_tensors(adapter, rename, "adapter_model.safetensors"))
     found = _ic210(data)
     assert code == 1 and len(found) == 1 and "q_proj" in found[0]["param"] and "does not have" in found[0]["message"]
+
+
+# --- adapters judged by their state: trained adapters (B non-zero) and modules_to_save heads ---
+
+
+def _text_batch(gen, n=8, seq=12):
+    """Random tokens; a marker token from the label's group decides the label (learnable)."""
+    ids = torch.randint(20, 200, (n, seq), generator=gen)
+    labels = torch.randint(0, 4, (n,), generator=gen)
+    ids[torch.arange(n), torch.randint(1, seq - 1, (n,), generator=gen)] = 4 + labels * 4
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+
+
+@pytest.fixture(scope="module")
+def trained_adapter(tmp_path_factory):
+    """A LoRA adapter (r=4 on query/value of a tiny BERT, 4-class head in modules_to_save) trained
+    for real: 80 AdamW steps at lr 2e-2, enough to move A to ~3-5x its Kaiming init."""
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(0)
+    model = peft.get_peft_model(BertForSequenceClassification(bert_config(num_labels=4)),
+                                peft.LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"], task_type="SEQ_CLS"))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-2)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(80):
+        model(**_text_batch(gen)).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    out = tmp_path_factory.mktemp("trained") / "adapter"
+    model.save_pretrained(out)
+    return out
+
+
+def _copy(folder, tmp_path, fn=None):
+    import shutil
+
+    dst = tmp_path / "copy"
+    shutil.copytree(folder, dst)
+    return edit_tensors(dst, fn, "adapter_model.safetensors") if fn else dst
+
+
+def _loud(data):
+    return [f for f in data["findings"] if f["severity"] in ("error", "warning")]
+
+
+def test_trained_adapter_with_normal_drift_passes(cli, trained_adapter):
+    import math
+
+    from safetensors.numpy import load_file
+
+    sd = load_file(trained_adapter / "adapter_model.safetensors")
+    a_drift = [float(v.std()) * math.sqrt(3 * v.shape[1]) for k, v in sd.items() if "lora_A" in k]
+    assert max(a_drift) >= 3.0   # the look-alike is real: A well beyond today's fresh warn_ratio (3x)
+    code, data = run(cli, trained_adapter)
+    assert code == 0 and _loud(data) == []
+    [info] = [f for f in data["findings"] if f["rule"] == "IC209"]
+    assert info["param"] is None and "all 6 LoRA pairs" in info["message"]
+    # the head PEFT saved beside the adapter trained with it: a stored head, not judged as fresh
+    assert sorted(data["new"]["head"]) == ["base_model.model.classifier.bias", "base_model.model.classifier.weight"]
+
+
+@pytest.mark.parametrize("target,factor", [("layer.1.attention.self.value.lora_B.weight", 10),
+                                           ("layer.2.attention.self.query.lora_A.weight", 10),
+                                           ("layer.0.attention.self.query.lora_A.weight", 100)])
+def test_trained_adapter_matrix_10x_beyond_its_siblings_warns(cli, trained_adapter, tmp_path, target, factor):
+    def scale(sd):
+        [k] = [k for k in sd if k.endswith(target)]
+        sd[k].mul_(factor)
+
+    code, data = run(cli, _copy(trained_adapter, tmp_path, scale))
+    [f] = _loud(data)
+    assert code == 0 and f["rule"] == "IC208" and f["param"].endswith(target) and f["severity"] == "warning"
+    assert f["value"] / f["expected"] >= 6
+
+
+def test_trained_adapter_zeroed_a_warns_and_dead_pair_fails(cli, trained_adapter, tmp_path):
+    target = "layer.1.attention.self.query.lora_A.weight"
+
+    def zero_a(sd):
+        sd[next(k for k in sd if k.endswith(target))].zero_()
+
+    code, data = run(cli, _copy(trained_adapter, tmp_path, zero_a))
+    [f] = _loud(data)
+    assert f["rule"] == "IC208" and f["param"].endswith(target) and "all zero" in f["message"]
+
+    def zero_b(sd):
+        sd[next(k for k in sd if k.endswith(target.replace("lora_A", "lora_B")))].zero_()
+
+    code, data = run(cli, edit_tensors(tmp_path / "copy", zero_b, "adapter_model.safetensors"))
+    [f] = [f for f in _loud(data) if f["severity"] == "error"]
+    assert code == 1 and f["rule"] == "IC207" and f["param"].endswith(target)
+
+
+def test_trained_adapter_with_one_b_zeroed_warns_at_that_b(cli, trained_adapter, tmp_path):
+    target = "layer.0.attention.self.value.lora_B.weight"
+
+    def zero_b(sd):
+        sd[next(k for k in sd if k.endswith(target))].zero_()
+
+    code, data = run(cli, _copy(trained_adapter, tmp_path, zero_b))
+    [f] = _loud(data)
+    assert code == 0 and f["rule"] == "IC208" and f["param"].endswith(target) and "update was lost" in f["message"]
+
+
+def test_trained_adapter_nan_is_an_error_at_its_tensor(cli, trained_adapter, tmp_path):
+    target = "layer.2.attention.self.value.lora_B.weight"
+
+    def nan(sd):
+        sd[next(k for k in sd if k.endswith(target))][0, 0] = float("nan")
+
+    code, data = run(cli, _copy(trained_adapter, tmp_path, nan))
+    assert code == 1 and [(f["rule"], f["param"].split("encoder.")[-1]) for f in _loud(data)] == [("IC101", target)]
+
+
+def _seq_cls_adapter(tmp_path, make_model, initializer_range=0.02):
+    """A fresh PEFT SEQ_CLS adapter whose classifier (modules_to_save) the base model's own init made."""
+    from transformers import BertForSequenceClassification
+
+    base = make_model("BertModel", bert_config(initializer_range=initializer_range), name=f"base-{initializer_range}")
+    torch.manual_seed(0)
+    model = peft.get_peft_model(BertForSequenceClassification.from_pretrained(base, num_labels=4),
+                                peft.LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"], task_type="SEQ_CLS"))
+    out = tmp_path / f"seqcls-{initializer_range}"
+    model.save_pretrained(out)
+    return out, base
+
+
+def test_modules_to_save_head_is_held_to_the_base_models_init(cli, tmp_path, make_model):
+    out, base = _seq_cls_adapter(tmp_path, make_model)
+    # normal(0, 0.02) on hidden 32: 5x below the fan-based band, but it is the base model's own init
+    code, data = run(cli, out)
+    assert code == 0 and _loud(data) == [] and "base_model.model.classifier.weight" in data["new"]["new"]
+
+    def blow_up(sd):
+        sd["base_model.model.classifier.weight"].mul_(50)
+
+    code, data = run(cli, edit_tensors(out, blow_up, "adapter_model.safetensors"))
+    [f] = _loud(data)   # 4x above the widest band (Kaiming on fan_in 32): the base's config would make it 50x
+    assert (f["rule"], f["param"]) == ("IC105", "base_model.model.classifier.weight") and f["value"] == pytest.approx(1.0, rel=0.2)
+    r = cli(out, "--format", "json", "--no-probe", "--base", base)
+    [f] = _loud(json.loads(r.stdout))
+    assert r.exit_code == 1 and (f["rule"], f["severity"]) == ("IC105", "error") and "initializer_range=0.02" in f["message"]
+    assert f["value"] / f["expected"] == pytest.approx(50, rel=0.2)
+
+
+def test_modules_to_save_head_uses_the_base_config_when_read(cli, tmp_path, make_model):
+    out, base = _seq_cls_adapter(tmp_path, make_model, initializer_range=0.2)
+    r = cli(out, "--format", "json", "--no-probe", "--base", base)
+    assert r.exit_code == 0 and _loud(json.loads(r.stdout)) == []
+
+    def shrink(sd):
+        sd["base_model.model.classifier.weight"].div_(10)   # std 0.02: transformers' default, not this base's 0.2
+
+    edit_tensors(out, shrink, "adapter_model.safetensors")
+    assert _loud(run(cli, out)[1]) == []   # without the base's config: 0.02 is a plausible head init
+    r = cli(out, "--format", "json", "--no-probe", "--base", base)
+    [f] = _loud(json.loads(r.stdout))
+    assert f["rule"] == "IC105" and "below" in f["message"] and "initializer_range=0.2" in f["message"]

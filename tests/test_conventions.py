@@ -181,7 +181,7 @@ def test_offset_norms_from_module_classes_match_the_config(tmp_path):
 
     torch.manual_seed(0)
     model = Gemma3ForConditionalGeneration(gemma3_config())
-    from_classes = T.offset_norm_modules(model)
+    from_classes = T.module_facts(model).offset_gains
     records = [T.make_record(n, tuple(p.shape), "float32", "<module>") for n, p in model.named_parameters()]
     assert T.mark_offset_norms(records, model.config.to_dict(), ["gemma3", "gemma3_text"]) == 26
     from_config = {r.name for r in records if r.extra.get("gain_offset")}

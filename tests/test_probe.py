@@ -276,3 +276,56 @@ def test_bad_jsonl_is_an_input_error(tmp_path, cli, content, problem):
     assert problem in str(e.value) and e.value.path == str(data)
     r = cli(minilm_dir(), "--task", SEQ, "--num-labels", "2", "--data", data, "--probe")
     assert r.exit_code == 2 and "Traceback" not in r.output and problem in r.output
+
+
+# --- a shared, busy machine ------------------------------------------------------------------
+
+def test_cli_makes_idle_openmp_threads_sleep_before_torch_loads():
+    """libgomp reads OMP_WAIT_POLICY once, when torch loads it: the CLI sets PASSIVE first (a
+    user's own setting wins). Spinning threads made the probe 5-25x slower with one core busy."""
+    import subprocess
+    import sys
+
+    code = ("import os, sys\nfrom initcheck.cli import main\nmain(['rules'], standalone_mode=False)\n"
+            "print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)")
+    for given, want in ((None, "PASSIVE False"), ("ACTIVE", "ACTIVE False")):
+        env = {k: v for k, v in __import__("os").environ.items() if k != "OMP_WAIT_POLICY"}
+        if given:
+            env["OMP_WAIT_POLICY"] = given
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120, check=False)
+        assert r.stdout.strip().splitlines()[-1] == want, r.stderr[-2000:]
+
+
+def test_probe_trace_is_the_same_on_a_busy_machine(tmp_path):
+    """The thread count is never chosen from the load (it changes float summation order): the
+    same seed gives the same trace, bit for bit, while another process keeps one core busy."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import run_process, save
+
+    torch.manual_seed(0)
+    # over the one-thread size (run.SINGLE_THREAD_PARAMS): the multi-threaded path is the one at stake
+    cfg = transformers.BertConfig(vocab_size=5000, hidden_size=384, num_hidden_layers=3, num_attention_heads=6,
+                                  intermediate_size=1536, max_position_embeddings=64, num_labels=3)
+    folder = save(transformers.BertForSequenceClassification(cfg), tmp_path / "bert")
+    from initcheck.probe.run import SINGLE_THREAD_PARAMS
+
+    assert sum(p.numel() for p in transformers.BertForSequenceClassification(cfg).parameters()) > SINGLE_THREAD_PARAMS
+
+    def trace():
+        r = run_process(folder, "--format", "json", "--probe-steps", "3", "--seq-len", "16", "--batch-size", "4", timeout=300)
+        assert r.returncode in (0, 1), r.stderr
+        p = json.loads(r.stdout)["probe"]
+        return p["loss"], p["grad_norm"]
+
+    quiet = trace()
+    core = max(os.sched_getaffinity(0))
+    busy = subprocess.Popen([sys.executable, "-c", f"import os\nos.sched_setaffinity(0, {{{core}}})\nwhile True:\n    pass\n"])
+    try:
+        loaded = trace()
+    finally:
+        busy.kill()
+        busy.wait()
+    assert loaded == quiet and len(quiet[0]) == 3

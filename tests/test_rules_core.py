@@ -164,6 +164,22 @@ def test_random_rows_have_no_duplicates(cli, tmp_path):
     assert hits(fs, "IC104") == [] and code == 0
 
 
+# --- IC110 weight-scale ------------------------------------------------------------------------
+
+def test_layer_without_siblings_scaled_100x_is_an_error(cli, make_model):
+    folder = make_model("BertModel", bert_config())
+    code, fs = check(cli, edit_tensors(folder, lambda sd: sd["pooler.dense.weight"].mul_(100)))
+    [f] = hits(fs, "IC110")
+    assert code == 1 and f["param"] == "pooler.dense.weight" and f["severity"] == "error"
+    assert f["value"] / f["expected"] == pytest.approx(100, rel=0.2)
+
+
+def test_layer_without_siblings_drifted_3x_is_silent(cli, make_model):
+    folder = make_model("BertModel", bert_config())
+    code, fs = check(cli, edit_tensors(folder, lambda sd: sd["pooler.dense.weight"].mul_(3)))
+    assert hits(fs, "IC110") == [] and code == 0
+
+
 # --- IC106 layer-scale-outlier ----------------------------------------------------------------
 
 def test_layer_scaled_100x_stands_out_against_siblings(cli, make_model):

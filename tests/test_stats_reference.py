@@ -47,7 +47,9 @@ def reference_compute(rec, raw, options) -> S.TensorStats:
     if raw.size <= S.KEEP_VALUES_UP_TO:
         st.values = x.astype(np.float32)
     rows = raw.reshape(raw.shape[0], -1) if raw.ndim >= 2 else None
-    if rec.role in (T.LINEAR, T.CONV) and rows is not None and not st.constant and not st.all_zero:
+    # which rows mean something when equal (depthwise, grouped, short) is policy, shared with the scan
+    if (rec.role in (T.LINEAR, T.CONV) and rows is not None and not st.constant and not st.all_zero
+            and S.comparable_rows(rec, options)):
         units = rows.T if rec.transposed and raw.ndim == 2 else rows
         st.dup_groups, st.dup_exact_rows, st.dup_near_rows = pairwise_duplicates(units, rec.dtype, options["near_duplicate_cosine"])
     return st
@@ -145,7 +147,7 @@ def _tensors(dtype: str, seed: int) -> dict:
     conv = rnd(8, 3, 3, 3, scale=0.2)
     conv[6] = conv[2]
     out["features.conv1.weight"] = conv
-    c1d = rnd(12, 9)                                              # GPT-2 Conv1D: units are columns
+    c1d = rnd(20, 9)                                              # GPT-2 Conv1D: units are columns
     c1d[:, 4] = c1d[:, 1]
     out["h.0.mlp.c_fc.weight"] = c1d
     out["layers.0.input_layernorm.weight"] = 1 + rnd(300, scale=0.05)   # mean >> std: shifted sums
@@ -338,3 +340,20 @@ def test_huge_values_do_not_overflow_the_sums(engine_name, monkeypatch):
     fast, ref = S.compute(rec, raw, opts), reference_compute(rec, raw, opts)
     assert np.isfinite(fast.mean) and np.isfinite(fast.std)
     assert fast.mean == pytest.approx(ref.mean, rel=1e-5) and fast.std == pytest.approx(ref.std, rel=1e-5)
+
+
+@pytest.mark.parametrize("engine_name", ["native", "numpy"])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_rnn_gate_stds_match_numpy_per_gate(engine_name, dtype, monkeypatch):
+    use(engine_name, monkeypatch)
+    g = torch.Generator().manual_seed(0)
+    w = torch.rand(4 * 32, 32, generator=g) * 0.3 - 0.15
+    w[64:96] *= 50                                                # one gate (the cell gate) far off
+    w[0, 0] = 3.0                                                 # mean far from zero in gate 0
+    t = w.to(DTYPES[dtype])
+    raw = t.view(torch.int16).numpy().view(np.uint16) if dtype == "bfloat16" else t.numpy()
+    recs = [T.make_record("rnn.weight_hh_l0", (128, 32), dtype, "f")]
+    T.structural_roles(recs)
+    st = S.compute(recs[0], raw, {"near_duplicate_cosine": COSINE})
+    ref = t.double().reshape(4, 32, 32).numpy().std(axis=(1, 2))
+    np.testing.assert_allclose(S.gate_stds(recs[0], st), ref, rtol=1e-4)

@@ -77,9 +77,12 @@ class FileInfo:
     # "no pickle", "not scanned" (over a limit or unreadable: see note)
     verdict: str = "loaded"
     note: str = ""
+    reader: str = ""  # a pickle weight file: "initcheck" (our reader) or "torch.load" (the fallback)
 
     def as_dict(self) -> dict:
         d = {"path": self.path, "size": self.size, "format": self.format, "kind": self.kind, "verdict": self.verdict}
+        if self.reader:
+            d["reader"] = self.reader
         if self.note:
             d["note"] = self.note
         return d
@@ -201,11 +204,9 @@ def open_checkpoint(path, safe_globals=None, limits: Limits | None = None, side_
             if reader.refused:
                 ckpt.refused[rel] = reader.refused
                 info.verdict = "refused"
-            elif reader.reader == "torch.load":
-                info.note = "read with torch.load(weights_only=True)"
+            info.reader, info.note = reader.reader or "", reader.note  # which reader ran, what it left out
             if reader.skipped:
                 ckpt.training_state[rel] = reader.skipped
-                info.note = "; ".join(filter(None, [info.note, "not read as weights: " + ", ".join(reader.skipped[:8])]))
         for e in reader.entries:
             if e.name in seen:
                 raise InputError(rel, f"tensor {e.name[:80]!r} also appears in {seen[e.name]}")

@@ -77,9 +77,11 @@ def scan_module(module, pack, settings) -> Scan:
             records.append(rec)
             arrays[name] = raw
         owner, config = _config(module)
-        # norms computing x * (1 + w) (Gemma) start at zero: known from the module classes themselves
+        # roles and 1+w norms (Gemma's start at zero) known from the module classes themselves
+        facts = T.module_facts(module)
+        T.structural_roles(records, facts.norms, facts.conv_groups)
         T.mark_offset_norms(records, config, pack.scan.get("one_plus_w_model_types", ()),
-                            offset_names=T.offset_norm_modules(module))
+                            offset_names=facts.offset_gains)
         scan = Scan(path=f"<{type(module).__name__}>", records=records, config=config)
         scan.facts["task_model"] = {"module": module, "task": settings.task or guess_task(module)}
         if owner:

@@ -8,7 +8,7 @@ resolves it, every pickle torch would unpickle is read as ``pickle.load`` reads 
 2. the reader (``pickle_reader``): the same parsed opcodes are interpreted by a restricted
    unpickler that knows only tensors, storages and containers, every tensor is bounds-checked
    against its storage record, and tensors are mmap'd numpy views. No torch import;
-3. only for a layout the reader does not know (compressed or big-endian storages, tensor
+3. only for a layout the reader does not know (compressed storages, big-endian legacy files, tensor
    subclasses, a global the user allowed): ``torch.load(weights_only=True)``, on a torch without
    the known weights-only CVEs (``TORCH_FLOOR``). ``INITCHECK_NO_TORCH_LOAD=1`` (or
    ``TORCH_LOAD_FALLBACK = False``) turns this step off: such files are then refused.
@@ -50,6 +50,9 @@ class PickleFile:
 
     Attributes:
         reader: ``"initcheck"`` (our reader), ``"torch.load"`` (the fallback) or None (refused).
+        fallback_reason: why our reader handed the file to torch.load (``""`` when it did not).
+        skipped: what was stored next to the weights and not read as weights, described
+            (optimizer and scheduler state, complex tensors).
     """
 
     def __init__(self, path, relpath: str, safe_globals=(), limits: Limits | None = None):
@@ -61,7 +64,8 @@ class PickleFile:
         self.skipped = []  # training-state keys stored next to the weights (not read as weights)
         self.globals = self._parsed.globals
         self.refused = [g for g in self.globals if not is_allowed(g, safe_globals)]
-        self._tensors, self._torch, self._buf, self.reader = {}, {}, None, None
+        self._tensors, self._torch, self._buf, self.reader, self.fallback_reason = {}, {}, None, None, ""
+        self._big_endian = False
         if self.refused:
             self._parsed.close()
         else:
@@ -82,22 +86,36 @@ class PickleFile:
             if not torch_load_allowed():
                 raise InputError(self.relpath, f"initcheck cannot read this layout itself ({e}) and the torch.load fallback is off") from None
             self._torch, self.skipped = _flatten(_load(self.path, self.relpath, e.mmap_ok), self.relpath, self._parsed.limits)
-            self.reader = "torch.load"
+            self.reader, self.fallback_reason = "torch.load", str(e)
             return
         except (IndexError, KeyError, ValueError, TypeError, AttributeError, RecursionError, MemoryError) as e:
             self._parsed.close()
             raise InputError(self.relpath, f"malformed pickle: {type(e).__name__}: {str(e)[:160]}") from None
         self._tensors, self._offsets, self.skipped = found.tensors, found.offsets, list(found.skipped)
+        self._big_endian = found.big_endian
         self._buf = self._parsed.buf
         self._parsed.close()  # the opcodes are no longer needed; the map stays for the views
         self.reader = "initcheck"
+
+    @property
+    def note(self) -> str:
+        """The file table's note: which reader ran (and why torch.load), and what was not read as weights."""
+        if self.reader is None:
+            return ""
+        if self.reader == "torch.load":
+            how = f"read with torch.load(weights_only=True): initcheck's reader does not know {self.fallback_reason}"
+        else:
+            how = "read by initcheck's own reader (no torch.load)"
+        if self.skipped:
+            how += "; not read as weights: " + ", ".join(self.skipped[:8]) + (f" and {len(self.skipped) - 8} more" if len(self.skipped) > 8 else "")
+        return how
 
     def array(self, entry: Entry):
         if self._torch:
             arr, _ = torch_to_numpy(self._torch[entry.name])
             return arr
         t = self._tensors[entry.name]
-        return view(self._buf, t, self._offsets[t.storage])
+        return view(self._buf, t, self._offsets[t.storage], self._big_endian)
 
     def close(self):
         self._tensors, self._torch, self._buf = {}, {}, None

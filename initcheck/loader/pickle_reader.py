@@ -40,7 +40,7 @@ _STORAGES = {
     "ByteStorage": "uint8", "BoolStorage": "bool", "ComplexFloatStorage": "complex64", "ComplexDoubleStorage": "complex128",
 }
 # nested checkpoint layouts seen in the wild: {"state_dict": {...}}, {"model": {...}}, ...
-WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "ema")
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model_state", "model", "module", "ema")
 # training state saved next to the model in one file (torch.save({"model": ..., "optimizer": ...})):
 # its tensors are moments and step counts, not weights; reported and skipped, never checked as weights
 TRAINING_STATE_KEYS = frozenset({
@@ -350,6 +350,7 @@ class Tensors:
     tensors: dict  # name -> TensorRef
     offsets: dict  # Storage -> byte offset in the file
     skipped: list = ()  # training-state keys next to the weights (optimizer, scheduler), not read
+    big_endian: bool = False  # written on a big-endian machine: values are byte-swapped when viewed
 
 
 def read_tensors(parsed: Parsed, rel: str) -> Tensors:
@@ -406,11 +407,12 @@ def _read_zip(parsed: Parsed, rel: str) -> Tensors:
             raise InputError(rel, f"storage {key[:40]!r} declares {s.nbytes} bytes but its record holds {m.size}")
         records[s] = m
     tensors, skipped = _flatten(obj, rel, parsed.limits)  # bounds are checked here, before any fallback
-    if order is not None and zf.read(order, 16) != b"little":
-        raise NeedsTorch("a big-endian archive")
+    byteorder = b"little" if order is None else zf.read(order, 16)  # torch: no record means native (little here)
+    if byteorder not in (b"little", b"big"):
+        raise NeedsTorch("a byte order record other than 'little' or 'big'")
     if any(m.method != 0 for m in records.values()):
         raise NeedsTorch("compressed storage records", mmap_ok=False)
-    return Tensors(tensors, {s: m.data_offset for s, m in records.items()}, skipped)
+    return Tensors(tensors, {s: m.data_offset for s, m in records.items()}, skipped, big_endian=byteorder == b"big")
 
 
 def _read_legacy(parsed: Parsed, rel: str) -> Tensors:
@@ -444,21 +446,104 @@ def _read_legacy(parsed: Parsed, rel: str) -> Tensors:
 
 
 def unwrap(obj):
-    """The model's state dict inside a training checkpoint, and the training-state keys left out.
+    """The model's state dict inside a training checkpoint, and what was left out, described.
 
-    ``{"model": sd, "optimizer": ..., "epoch": 3}``, Lightning's ``{"state_dict": sd, ...}`` and
+    ``{"model": sd, "optimizer": ..., "epoch": 3}``, Lightning's ``{"state_dict": sd,
+    "optimizer_states": [...], "lr_schedulers": [...]}``, DeepSpeed's ``{"module": sd, ...}`` and
     ``{"model_state_dict": sd, ...}`` hold the weights under one key; optimizer and scheduler state
-    (moments, step counts) sits next to them and is never judged as weights.
+    (moments, step counts) sits next to them and is never judged as weights. In a flat state dict,
+    optimizer, scheduler and scaler state is recognised by its structure (``state`` +
+    ``param_groups``, ``last_epoch``, ...), not by its key: a submodule that happens to be named
+    ``optimizer`` is still a module, and is scanned.
+
+    Returns:
+        ``(state dict, [description of each key left out])``, e.g. ``"optimizer (optimizer state
+        of 2 parameter(s): step, exp_avg, exp_avg_sq)"``.
     """
     if not isinstance(obj, dict):
         return obj, []
     for key in WRAPPER_KEYS:
-        if isinstance(obj.get(key), dict):
-            return obj[key], sorted(str(k) for k in obj if k != key and str(k) in TRAINING_STATE_KEYS)
-    skipped = sorted(str(k) for k in obj if str(k) in TRAINING_STATE_KEYS and isinstance(obj[k], (dict, list)))
+        if isinstance(obj.get(key), dict) and not training_state(obj[key]):
+            left = [(k, v) for k, v in obj.items() if k != key]
+            # a submodule that happens to be called "model" next to other submodules is no wrapper
+            if any(k not in WRAPPER_KEYS and not _left_out(k, v) and _is_module(v) for k, v in left):
+                break
+            return obj[key], [f"{_shown_key(k)} ({what})" for k, v in left if (what := _left_out(k, v))]
+    skipped = {k: what for k, v in obj.items() if (what := training_state(v) or _named_state(k, v))}
     if skipped:
-        obj = {k: v for k, v in obj.items() if str(k) not in skipped}
-    return obj, skipped
+        obj = {k: v for k, v in obj.items() if k not in skipped}
+    return obj, [f"{_shown_key(k)} ({what})" for k, what in skipped.items()]
+
+
+def training_state(value) -> str:
+    """What ``value`` is if it is optimizer, scheduler or grad-scaler state (by its structure), else ``""``.
+
+    Bounded: looks at a few entries only, never walks tensors.
+    """
+    if isinstance(value, (list, tuple)) and value:
+        kinds = [training_state(v) if isinstance(v, dict) else "" for v in value[:8]]  # one level: bounded
+        return f"{len(value)} x " + kinds[0] if all(kinds) else ""
+    if not isinstance(value, dict):
+        return ""
+    if "param_groups" in value and isinstance(value.get("state"), dict):
+        state = value["state"]
+        names = {}
+        for per_param in list(state.values())[:64]:
+            if isinstance(per_param, dict):
+                names.update(dict.fromkeys(map(str, list(per_param)[:16])))
+        inside = f": {', '.join(list(names)[:6])}" if names else ""
+        return f"optimizer state of {len(state)} parameter(s){inside}"
+    if any(k in value for k in ("last_epoch", "base_lrs", "_step_count")):
+        return "learning-rate scheduler state"
+    if "growth_factor" in value and "scale" in value:
+        return "grad scaler state"
+    return ""
+
+
+def _named_state(key, value) -> str:
+    """Training state found by its key alone (``rng_state``, ``callbacks``, ...), never a module's weights.
+
+    A dict of tensors under such a key is a submodule named ``optimizer`` or ``scheduler``
+    (its weights are scanned); anything else under it (RNG bytes, callback state, hparams) is not.
+    """
+    if str(key) not in TRAINING_STATE_KEYS or value is None or _is_module(value):
+        return ""
+    return "training state, by its key"
+
+
+def _is_module(value) -> bool:
+    """A (nested) dict whose leaves are all tensors: the state dict of a submodule."""
+    if not isinstance(value, dict) or not value:
+        return False
+    todo, seen = [value], 0
+    while todo:
+        d = todo.pop()
+        for v in d.values():
+            seen += 1
+            if seen > 10_000:
+                return True  # large enough to be a module: scan it (the walk is bounded itself)
+            if isinstance(v, dict):
+                todo.append(v)
+            elif not _tensor_like(v):
+                return False
+    return True
+
+
+def _tensor_like(v) -> bool:
+    return isinstance(v, TensorRef) or type(v).__name__ in ("Tensor", "Parameter")
+
+
+def _left_out(key, value) -> str:
+    """Why a key next to the wrapped state dict was not read, or ``""`` for plain metadata (epoch, step)."""
+    if str(key) in WRAPPER_KEYS and _is_module(value):
+        return "another copy of the weights (e.g. EMA)"
+    if _tensor_like(value):
+        return "a tensor beside the weights, e.g. a metric"
+    return training_state(value) or _named_state(key, value)
+
+
+def _shown_key(k) -> str:
+    return repr(k)[:40] if not isinstance(k, str) else k[:40]
 
 
 def walk_tensors(obj, rel: str, is_tensor, limits: Limits | None = None) -> dict:
@@ -539,13 +624,19 @@ def check_bounds(name: str, t: TensorRef, rel: str, complex_ok: bool = False):
                               f"{math.prod(t.shape) * itemsize} bytes of view over {t.storage.nbytes} bytes of storage")
 
 
-def view(buf, t: TensorRef, file_offset: int) -> np.ndarray:
-    """The raw stored values of ``t`` as a read-only numpy array over ``buf`` (bounds already checked)."""
+def view(buf, t: TensorRef, file_offset: int, big_endian: bool = False) -> np.ndarray:
+    """The raw stored values of ``t`` as a read-only numpy array over ``buf`` (bounds already checked).
+
+    A big-endian file's values come back byte-swapped into native order, as torch.load swaps
+    them: a copy of this one tensor, never of the file.
+    """
     np_dtype, itemsize = _DTYPES[t.dtype]
     if math.prod(t.shape) == 0:
         return np.zeros(t.shape, dtype=np_dtype)
     arr = np.ndarray(t.shape, dtype=np_dtype, buffer=buf, offset=file_offset + t.offset * itemsize,
                      strides=tuple(s * itemsize for s in t.stride))
+    if big_endian and itemsize > 1:
+        return np.ascontiguousarray(arr).byteswap()
     arr.flags.writeable = False
     # the statistics read contiguous chunks: copy a non-contiguous view, as torch's .contiguous() did
     return arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)

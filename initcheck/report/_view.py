@@ -121,6 +121,34 @@ def probe_summary(probe, arrow: str = "->") -> str | None:
     return f"{ran}, loss {num(loss[0])} {arrow} {num(loss[-1])}"
 
 
+def run_summary(run) -> list:
+    """The post-mortem in a few lines: checkpoints compared, the logged loss, what moved."""
+    if not isinstance(run, dict):
+        return []
+    log = run.get("log") or {}
+    tr = log.get("train") or {}
+    steps, loss = tr.get("step") or [], tr.get("loss") or []
+    cps = [c for c in run.get("checkpoints") or [] if c.get("weights")]
+    lines = [f"run: {len(run.get('checkpoints') or [])} checkpoint(s), {len(cps)} with weights"
+             + (f"; log {log['source']}" if log.get("source") else "; no training log")]
+    if loss:
+        want = run.get("expected_loss")
+        lines.append(f"run: loss {num(loss[0])} at step {steps[0]} -> {num(loss[-1])} at step {steps[-1]}"
+                     + (f" ({num(want)} = {run.get('expected_loss_reason')})" if want else ""))
+    ev = (log.get("eval") or {}).get("metrics") or {}
+    shown = [f"{k} {num(next((v for v in reversed(vals) if v is not None), None))}" for k, vals in sorted(ev.items())
+             if "accuracy" in k or "f1" in k or k == "eval_loss"]
+    if shown:
+        lines.append("run: last eval " + ", ".join(shown[:4]) + (f" (chance {num(run['chance'])})" if run.get("chance") else ""))
+    mv = run.get("movement")
+    if mv:
+        still = sum(1 for r in mv if r.get("changed_fraction") == 0)
+        ref, last = run.get("reference") or {}, run.get("latest") or {}
+        lines.append(f"run: {len(mv) - still} of {len(mv)} tensors moved from {ref.get('path')} to {last.get('path')}"
+                     + (f", {still} unchanged" if still else ""))
+    return lines
+
+
 def active(f: dict) -> bool:
     return not f.get("suppressed") and not f.get("baselined")
 

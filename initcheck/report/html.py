@@ -29,6 +29,11 @@ def render(data: dict, **kw) -> str:
     if isinstance(probe, dict) and probe.get("status", "ran") == "ran":
         figures["loss"] = plots.loss_curve(probe)
         figures["grad"] = plots.grad_heatmap(probe, flagged)
+    run = data.get("run") or None
+    if isinstance(run, dict):
+        figures["run_loss"] = plots.run_loss(run)
+        figures["run_eval"] = plots.run_eval(run)
+        figures["run_move"] = plots.run_movement(run, data.get("tensors") or [], flagged)
     figures = {k: _figure(v) for k, v in figures.items() if v}
     s = data["summary"]
     groups = _view.finding_groups(data, limit=_MAX_ROWS_PER_RULE)
@@ -36,7 +41,8 @@ def render(data: dict, **kw) -> str:
     flagged_rows = [t for t in plots.weight_rows(data.get("tensors") or []) if t["name"] in flagged]
     files = data["target"].get("files") or []
     return _view.environment().get_template("report.html.j2").render(
-        d=data, s=s, t=data["target"], checked=_view.checked_class(data), groups=groups, top=top, figures=figures, probe=probe,
+        d=data, s=s, t=data["target"], checked=_view.checked_class(data), groups=groups, top=top, figures=figures, probe=probe, run=run,
+        run_lines=_view.run_summary(run),
         flagged=flagged, flagged_rows=flagged_rows, weights=len(plots.weight_rows(data.get("tensors") or [])),
         total_bytes=sum(f.get("size") or 0 for f in files), hashed=any(f.get("sha256") for f in files),
         severities=_view.SEVERITIES, dtype_total=sum((data["target"].get("dtypes") or {}).values()) or 1)

@@ -26,7 +26,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 
-WEIGHT_ROLES = ("linear", "conv", "embedding")
+WEIGHT_ROLES = ("linear", "conv", "embedding", "rnn")   # quantized weights: stored ints, not the scale
 SEVERITY_COLOR = {"error": "#c62828", "warning": "#e08a00", "info": "#1f77b4"}
 ORIGIN_COLOR = {"pretrained": "#7b8794", "new": "#2e7d32", "head": "#ef6c00", "resized": "#00838f", "adapter": "#6a1b9a"}
 BAND_COLOR = "#cfe3f7"
@@ -366,4 +366,110 @@ def grad_heatmap(probe: dict, flagged: dict | None = None):
                 lab.set_gid(_flag_gid("grad", names[j]))
         ax.set_xlabel("step")
         ax.set_title("Gradient norm per layer (black: zero or non-finite)")
+        return _svg(fig)
+
+
+def run_loss(run: dict):
+    """A run's logged training loss per step: ln(C) (or ln(V)) drawn in, spikes marked, non-finite steps marked."""
+    tr = (run.get("log") or {}).get("train") or {}
+    steps, loss = tr.get("step") or [], tr.get("loss") or []
+    if not loss:
+        return None
+    ys = [_float(v) for v in loss]
+    finite = [y for y in ys if y is not None]
+    if len(finite) < 2:
+        return Reason(f"No loss curve: {len(finite)} finite logged loss(es) in {len(ys)} logged step(s).")
+    expected = _float(run.get("expected_loss"))
+    with matplotlib.rc_context(_RC):
+        fig = Figure(figsize=(6.2, 3.2))
+        ax = fig.subplots()
+        ax.plot(steps, [v if v is not None else float("nan") for v in ys], color="#1f4e79", marker="o",
+                markersize=2, linewidth=1.3, label="logged loss")
+        spikes = [s for s in run.get("spikes") or [] if s in steps]
+        if spikes:
+            ax.scatter(spikes, [ys[steps.index(s)] for s in spikes], s=60, marker="^", color=SEVERITY_COLOR["error"],
+                       zorder=4, label="spike")
+        for k, (s, v) in enumerate(zip(steps, ys)):
+            if v is None:
+                ax.axvline(s, color=SEVERITY_COLOR["error"], linestyle=":", linewidth=1.0,
+                           label="non-finite loss" if k == ys.index(None) else None)
+        if expected is not None:
+            ax.axhline(expected, color="#e08a00", linestyle="--", linewidth=1.2,
+                       label=f"{_label(run.get('expected_loss_reason') or 'expected')} = {expected:.4g}")
+        ax.set_ylim(*loss_ylim(finite + ([expected] if expected is not None else [])))
+        ax.set_xlabel("global step")
+        ax.set_ylabel("loss")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.get_major_formatter().set_useOffset(False)
+        ax.set_title("Training loss (from the run's log)")
+        ax.legend(fontsize=8, frameon=False)
+        return _svg(fig)
+
+
+def run_eval(run: dict):
+    """Each logged accuracy/F1 over the evaluation steps, against chance (1/C or the majority rate)."""
+    ev = (run.get("log") or {}).get("eval") or {}
+    steps = ev.get("step") or []
+    metrics = {k: v for k, v in sorted((ev.get("metrics") or {}).items())
+               if ("accuracy" in k or "f1" in k) and k != "eval_majority_rate"}
+    if not steps or not metrics:
+        return None
+    majority = [v for v in (ev.get("metrics") or {}).get("eval_majority_rate") or [] if _float(v) is not None]
+    chance = _float(majority[-1]) if majority else _float(run.get("chance"))
+    with matplotlib.rc_context(_RC):
+        fig = Figure(figsize=(6.2, 3.2))
+        ax = fig.subplots()
+        for k, vals in metrics.items():
+            ax.plot(steps, [_float(v) if _float(v) is not None else float("nan") for v in vals], marker="o",
+                    markersize=3, linewidth=1.3, label=_label(k))
+        if chance is not None:
+            ax.axhline(chance, color=SEVERITY_COLOR["error"], linestyle="--", linewidth=1.2,
+                       label=f"chance {chance:.3g}" + (" (majority class)" if majority else ""))
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("global step")
+        ax.set_title("Evaluation metrics against chance")
+        ax.legend(fontsize=8, frameon=False)
+        return _svg(fig)
+
+
+_MAX_MOVE_ROWS = 150
+
+
+def run_movement(run: dict, tensors: list, flagged: dict):
+    """Relative update ||ΔW|| / ||W|| per weight matrix (log scale), from the starting point to the latest
+    checkpoint; tensors that never moved are drawn as red crosses at the left edge, heads on a shaded band."""
+    moved = {m["name"]: m for m in run.get("movement") or []}
+    rows = [t for t in weight_rows(tensors) if t["name"] in moved]
+    if not rows:
+        return None
+    if len(rows) > _MAX_MOVE_ROWS:   # keep every unmoved or flagged tensor, thin the rest evenly
+        keep = [t for t in rows if moved[t["name"]]["changed_fraction"] == 0 or t["name"] in flagged]
+        rest = [t for t in rows if t not in keep]
+        step = math.ceil(len(rest) / max(1, _MAX_MOVE_ROWS - len(keep)))
+        chosen = {t["name"] for t in keep + rest[::step]}
+        rows = [t for t in rows if t["name"] in chosen]
+    rel = [_float(moved[t["name"]].get("relative")) for t in rows]
+    positive = [r for r in rel if r]
+    floor = min(positive) / 10 if positive else 1e-6
+    n = len(rows)
+    with matplotlib.rc_context(_RC):
+        fig = Figure(figsize=(6.2, max(2.4, 0.17 * n + 1.0)))
+        ax = fig.subplots()
+        _head_bands([ax], rows)
+        ys = list(range(n))
+        ok = [(y, r) for y, r in zip(ys, rel) if r]
+        _stems(ax, [floor] * len(ok), [y for y, _ in ok], [r for _, r in ok], "#1f4e79", 3.0)
+        still = [y for y, t in zip(ys, rows) if moved[t["name"]]["changed_fraction"] == 0]
+        if still:
+            ax.scatter([floor] * len(still), still, marker="x", s=40, color=SEVERITY_COLOR["error"], zorder=4,
+                       label="never moved (max |ΔW| = 0)", gid="run-unmoved")
+        ax.set_xscale("log")
+        ax.set_xlim(floor / 2, max(positive + [floor * 10]) * 2)
+        ax.set_ylim(n - 0.5, -0.5)
+        _yticks(ax, rows, flagged)
+        ax.set_xlabel("||ΔW|| / ||W|| over the run")
+        a, b = (run.get("reference") or {}).get("path"), (run.get("latest") or {}).get("path")
+        ax.set_title(_label(f"How far each weight moved: {a} -> {b}"))
+        if still or any(t.get("origin") in ("head", "new") for t in rows):
+            ax.legend(fontsize=8, frameon=False, loc="lower right")
         return _svg(fig)

@@ -54,6 +54,9 @@ def render(data: dict, color: bool = False, width: int = 100, **kw) -> str:
         for f in quiet:
             why = f"suppressed: {f['reason']}" if f["suppressed"] else "in baseline"
             con.print(f"  [dim]{f['rule']} {escape(f['param'] or '(model)')}  ({escape(why)})[/]")
+    run = _view.run_summary(data.get("run"))
+    if run:
+        con.print("\n" + "\n".join(escape(line) for line in run))
     probe = _view.probe_summary(data.get("probe"))
     if probe:   # loss values may be "nan"/"inf" strings or None in a failed run: num() formats them all
         con.print(f"\nprobe: {escape(probe)}")

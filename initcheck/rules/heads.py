@@ -6,6 +6,7 @@ from fnmatch import fnmatchcase
 import numpy as np
 
 from .. import tensors as T
+from ..addedrows import row_profile, trailing_block, vocab_matrix
 from . import rule
 
 
@@ -211,7 +212,8 @@ def base_drift(ctx):
                           value=len(changed), expected=0)
 
 
-@rule("IC206", "resized-rows-scale", "warning", options=("norm_ratio", "mean_outside_fraction", "mean_band_quantile"))
+@rule("IC206", "resized-rows-scale", "warning",
+      options=("norm_ratio", "mean_outside_fraction", "mean_band_quantile", "min_added_rows", "max_added_fraction"))
 def resized_rows_scale(rec, ctx):
     """Rows added to an embedding whose scale sits far outside the existing rows.
 
@@ -219,8 +221,19 @@ def resized_rows_scale(rec, ctx):
     For embeddings (and untied output matrices) grown beyond the base vocabulary, compares the
     new rows with the old ones: warns when the median row norm of the new rows is more than
     `norm_ratio` times that of the old rows, or when most new rows have a mean outside the band
-    of the old rows' means. Rows made by mean-resizing sit at the centre of the old rows and
-    pass; so do zero rows.
+    of the old rows' means.
+
+    Without `--base`, finds the added rows by their profile: in a token embedding or an untied
+    LM head (not position embeddings), a block of at least `min_added_rows` rows at the end
+    (at most `max_added_fraction` of the rows) where every row's norm is above `norm_ratio`
+    times the median of the rows before it, or its mean outside their band, is reported the
+    same way.
+
+    Harmless look-alikes, silent: rows made by mean-resizing (transformers'
+    `resize_token_embeddings` default draws them from the old rows' mean and covariance, so they
+    sit inside both bands); zero rows; and the end of a real vocabulary, whose rare tokens trained
+    less and have *smaller* norms (the real all-MiniLM-L6-v2: its last 1000 rows have a median
+    norm 0.43x the rest, none above 1.3x the median).
 
     ## Why is this bad?
     New tokens initialised with N(0, 1) are ~50x larger than pretrained rows of std 0.02: they
@@ -238,10 +251,17 @@ def resized_rows_scale(rec, ctx):
     - `norm_ratio`: largest plausible ratio of new to old median row norm.
     - `mean_outside_fraction`: share of new rows with out-of-band means that triggers a warning.
     - `mean_band_quantile`: the old rows' band is [q, 1-q] of their row means.
+    - `min_added_rows`: rows a trailing block needs to be reported without `--base`.
+    - `max_added_fraction`: largest share of the rows a trailing block may cover without `--base`
+      (the rows before it are the reference).
     """
     st = rec.stats
+    if st is None or not st.finite:
+        return None
+    if rec.origin != T.RESIZED:
+        return _added_rows_without_base(rec, ctx)
     k = rec.new_rows_from
-    if rec.origin != T.RESIZED or k is None or st is None or st.row_norms is None or k >= len(st.row_norms) or k < 2:
+    if k is None or st.row_norms is None or k >= len(st.row_norms) or k < 2:
         return None
     old, new = st.row_norms[:k], st.row_norms[k:]
     old_med, new_med = float(np.median(old)), float(np.median(new))
@@ -257,4 +277,29 @@ def resized_rows_scale(rec, ctx):
         return ctx.finding(rec.name, f"{outside:.0%} of the {n_new} new row(s) from row {k} have a mean outside "
                                      f"[{lo:.3g}, {hi:.3g}], the band of the existing rows",
                            value=outside, expected=ctx.opt("mean_outside_fraction"))
+    return None
+
+
+def _added_rows_without_base(rec, ctx):
+    """IC206 without ``--base``: a trailing block of rows that stands apart (``addedrows``)."""
+    if rec.origin not in (T.PRETRAINED, T.HEAD) or not vocab_matrix(rec, ctx.scan.config):
+        return None
+    profile = row_profile(rec.stats)
+    if profile is None:
+        return None
+    block = trailing_block(*profile, ctx.opt("norm_ratio"), ctx.opt("mean_band_quantile"),
+                           ctx.opt("min_added_rows"), ctx.opt("max_added_fraction"))
+    if block is None:
+        return None
+    ratio = block.block_norm / block.ref_norm
+    where = f"the last {block.rows} row(s), from row {block.start}, look added (no --base given)"
+    if ratio > ctx.opt("norm_ratio"):
+        return ctx.finding(rec.name, f"{where}: median norm {block.block_norm:.4g} vs {block.ref_norm:.4g} "
+                                     f"for the rows before them ({ratio:.1f}x)",
+                           value=block.block_norm, expected=block.ref_norm)
+    if block.mean_outside >= ctx.opt("mean_outside_fraction"):
+        lo, hi = block.band
+        return ctx.finding(rec.name, f"{where}: {block.mean_outside:.0%} of them have a mean outside "
+                                     f"[{lo:.3g}, {hi:.3g}], the band of the rows before them",
+                           value=block.mean_outside, expected=ctx.opt("mean_outside_fraction"))
     return None

@@ -1,11 +1,13 @@
 """Badly scaled weights: new layers against their init convention, pretrained layers against
-their siblings in other blocks, and norm gains against their meaning."""
+their siblings in other blocks or, without siblings, against the rest of the model and their
+init, and norm gains against their meaning."""
 
 import math
 import statistics
 
 from .. import tensors as T
 from ..heads import found, reference_std
+from ..init_conventions import expected_std, init_std
 from . import rule
 from .zeros import allowed
 
@@ -186,7 +188,9 @@ def norm_gain_range(rec, ctx):
     """A normalisation gain that is negative on average or huge.
 
     ## What it does
-    Checks LayerNorm / RMSNorm / BatchNorm gains (all-zero gains are IC102's job): warns when
+    Checks LayerNorm / RMSNorm / BatchNorm gains (all-zero gains are IC102's job), norms found
+    by name or by structure (running statistics, a weight and bias after a layer of their width,
+    the module class in memory; see IC102): warns when
     the mean gain is negative, by more than `negative_spread_ratio` times the spread of its
     values, or the mean |gain| exceeds `max_mean_abs`. Norms that compute `x * (1 + w)` (Gemma,
     Gemma2/3, RecurrentGemma, Nemotron, ...: the model types in `[scan] one_plus_w_model_types`,
@@ -228,3 +232,152 @@ def norm_gain_range(rec, ctx):
         return ctx.finding(rec.name, f"{'mean |1 + w|' if offset else 'mean |gain|'} {mean_abs:.4g} exceeds {ctx.opt('max_mean_abs'):g}",
                            value=float(mean_abs), expected=ctx.opt("max_mean_abs"))
     return None
+
+
+# --- every weight: against the rest of its model and its init convention ------------------------
+
+SCALED_ROLES = (T.LINEAR, T.CONV, T.RNN)
+
+
+def unit_std(rec) -> float:
+    """PyTorch's default init std for ``rec``: U(±1/sqrt(n)) has std 1/sqrt(3n), with n the fan-in
+    (Linear, Conv) or the hidden size (LSTM/GRU/RNN gates). Dividing by it makes layers of
+    different widths comparable (std·sqrt(3·fan_in))."""
+    return 1 / math.sqrt(3 * max(rec.extra.get("rnn_hidden") or rec.fan_in, 1))
+
+
+def _scales(rec) -> list:
+    """``[(what, std)]``: the whole tensor, or each gate of an RNN weight."""
+    from ..stats import gate_stds
+
+    gates = gate_stds(rec, rec.stats) if rec.role == T.RNN else []
+    if len(gates) > 1:
+        return [(f"gate {i}", s) for i, s in enumerate(gates)]
+    return [("", rec.stats.std)]
+
+
+def model_scale(records, config=None) -> list:
+    """``[(name, measure, median, pool)]``: the typical scale of each sub-model's weights.
+
+    A pool is every pretrained linear, conv and RNN weight of one sub-model (a VLM's vision
+    tower and its language model start from different inits) that is finite and not all zero.
+    Where its config declares a fixed init std (``initializer_range``, ``init_std``: every
+    linear layer starts at the same std whatever its width), the scale is the plain std;
+    otherwise std·sqrt(3·fan_in), the std over PyTorch's default init, which fan-based inits
+    (PyTorch default, Kaiming, Xavier, LSTM gates) keep constant across widths.
+    ``measure(rec, std)`` applies it to any std of ``rec``.
+    """
+    pools = {}
+    for r in records:
+        # position tables may be sinusoidal (Whisper's encoder, Marian): not a learned init
+        embedding = r.role == T.EMBEDDING and "pos" not in r.module.lower()
+        if ((r.role in SCALED_ROLES or embedding) and r.origin == T.PRETRAINED and r.stats is not None
+                and r.stats.finite and not r.stats.all_zero and r.stats.std > 0):
+            pools.setdefault(T.sub_config(r.name, config)[0], []).append(r)
+    out = []
+    for pool in pools.values():
+        if init_std(pool[0].name, config).std is not None:
+            # embeddings start at the same normal(0, initializer_range) as the linear layers
+            name, measure = "std", (lambda rec, s: s)
+        else:   # nn.Embedding's N(0, 1) has no fan-in to scale by: embeddings are left out
+            name, measure = "std·sqrt(3·fan_in)", (lambda rec, s: s / unit_std(rec))
+            pool = [r for r in pool if r.role != T.EMBEDDING]
+        if pool:
+            out.append((name, measure, statistics.median(measure(r, r.stats.std) for r in pool), pool))
+    return out
+
+
+def scale_factor(rec, measure, median):
+    """``(factor, above, what, std, value)``: ``rec``'s scale against the model's median, for the
+    gate (RNN) farthest from it."""
+    best = None
+    for what, std in _scales(rec):
+        if std <= 0:
+            continue
+        value = measure(rec, std)
+        factor = _ratio_outside(value, median, median)
+        if best is None or factor > best[0]:
+            best = (factor, value > median, what, std, value)
+    return best
+
+
+@rule("IC110", "weight-scale", "error",
+      options=("warn_ratio", "error_ratio", "below_ratio", "init_ratio", "min_layers", "allow"),
+      scope="model")
+def weight_scale(ctx):
+    """A pretrained weight whose scale stands out from the rest of its model and from its init.
+
+    ## What it does
+    Gives every pretrained linear, conv and RNN weight (and embedding, in models whose config
+    declares a fixed init std) a scale check against the whole model,
+    including those without siblings in repeated blocks (which IC106 compares): a conv in a flat
+    CNN (`conv3.weight`) or a Sequential (`cnn.13.weight`), ALBERT's one shared layer, an LSTM.
+    A weight is flagged when both hold:
+    - its scale is `warn_ratio` (warning) or `error_ratio` (error) above the median scale of the
+      model's weights, or `below_ratio` below it. The scale is the std where the config declares
+      a fixed init std (`initializer_range`, `init_std`), else std·sqrt(3·fan_in), the std over
+      PyTorch's default init, which fan-based inits keep constant across widths;
+    - its std is at least `init_ratio` outside the band of the inits it may have had: PyTorch
+      default, Xavier and Kaiming for its fan-in, and the model's `initializer_range`.
+
+    The median is taken per sub-model (a VLM's vision tower and language model separately).
+
+    RNN weights (`weight_ih_l0`, `weight_hh_l1_reverse`) are judged gate by gate (4 gates for
+    an LSTM, 3 for a GRU, hidden size from `weight_hh`) against PyTorch's U(±1/sqrt(hidden))
+    (std 1/sqrt(3·hidden)) up to 1/sqrt(hidden) (Xavier / orthogonal gates).
+
+    Harmless look-alikes: trained weights. Measured with benchmarks/measure_scale_band.py on
+    real trained weights (MiniLM BERT, EfficientNet-Lite0, a CRNN with a BiLSTM, a
+    message-passing net): every weight sits within 3.6x above and 6.9x below its model's median,
+    so `warn_ratio` (5) and `below_ratio` (20) are never reached by drift, while a weight scaled
+    by 10 or 100 from the median is. Layers at their own init (a fresh model, wav2vec2's
+    Kaiming feature convs next to normal(0, 0.02) linears) are inside their init band and stay
+    silent; so do heads (IC105), resized embeddings (IC206), quantized weights (IC109),
+    position tables (Whisper's and Marian's are sinusoidal, std 0.7 beside 0.02), and embeddings
+    of models without a declared init std (nn.Embedding's N(0, 1) beside fan-scaled layers).
+
+    ## Why is this bad?
+    Training moves a weight by small factors. A layer 10x or 100x its model's scale was
+    rescaled or corrupted (a bad merge, a unit mix-up in a conversion, a loading bug); it
+    saturates or dominates whatever follows it, and fine-tuning starts from a broken network.
+
+    ## Example
+    `cnn.13.weight` with std 5.6 where the CRNN's other convs have std 0.03-0.06; an LSTM's
+    `rnn.weight_hh_l0` with gate stds of 8.4 against U(±1/sqrt(256)).
+
+    ## Use instead
+    Reload the tensor from the original checkpoint and find the script that changed it.
+
+    ## Options
+    - `warn_ratio`: factor above the model's median scale that gives a warning.
+    - `error_ratio`: factor above it that gives an error.
+    - `below_ratio`: factor below it that gives a warning (an all-zero layer is IC102's).
+    - `init_ratio`: the weight must also be this far outside its init convention's band.
+    - `min_layers`: fewest weights in the model for a median to mean something.
+    - `allow`: glob patterns of parameter names to skip.
+    """
+    for scale, measure, median, pool in model_scale(ctx.scan.records, ctx.scan.config):
+        yield from _scale_outliers(ctx, scale, measure, median, pool)
+
+
+def _scale_outliers(ctx, scale, measure, median, pool):
+    """IC110's findings for one pool of weights with one median."""
+    if len(pool) < ctx.opt("min_layers") or median <= 0:
+        return
+    for rec in pool:
+        if allowed(rec.name, ctx.opt("allow")):
+            continue
+        found = scale_factor(rec, measure, median)
+        if found is None:
+            continue
+        factor, above, what, std, value = found
+        if factor < (ctx.opt("warn_ratio") if above else ctx.opt("below_ratio")):
+            continue
+        lo, hi, label = expected_std(rec, ctx.scan.config, strict=False)
+        if _ratio_outside(std, lo, hi) < ctx.opt("init_ratio"):
+            continue
+        severity = ctx.severity if above and factor >= ctx.opt("error_ratio") else "warning"
+        where = f"{what} " if what else ""
+        yield ctx.finding(rec.name, f"{where}std {std:.4g} ({scale} {value:.4g}) is {factor:.1f}x {'above' if above else 'below'} "
+                                    f"the median {median:.4g} of the {len(pool)} weights beside it, and outside its init {label}",
+                          value=value, expected=median, severity=severity)

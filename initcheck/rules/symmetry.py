@@ -5,6 +5,7 @@ from ..topology import head_chains
 from . import rule
 from .zeros import allowed
 
+
 @rule("IC104", "symmetric-neurons", "error",
       options=("allow", "near_severity", "pretrained_severity", "output_severity"), scope="model")
 def symmetric_neurons(ctx):
@@ -15,6 +16,14 @@ def symmetric_neurons(ctx):
     near duplicates (cosine similarity at or above the pack's `near_duplicate_cosine`), and keeps
     only those whose biases are equal too. Rows are bucketed by random-projection hashes, so a
     128k x 4096 matrix is never compared pairwise.
+
+    Only rows whose equality means equal gradients are compared. Not compared: depthwise and
+    grouped convolutions (`[C, 1, k, k]` kernels, or `groups > 1` for a model in memory), where
+    each channel reads its own input channels, so two equal filters still get different
+    gradients; and rows shorter than `[scan] min_duplicate_row_length` (in_channels x kernel).
+    Harmless look-alike: trained 3x3 depthwise filters of MobileNetV2 / EfficientNet-Lite are
+    smooth profiles with cosine >= 0.999 between channels; they stay silent, while a duplicated
+    row of a normal conv or linear layer (with its bias) still fires.
 
     Severity: exact duplicates in new layers are errors; near duplicates, and duplicates in
     pretrained weights, are warnings; duplicates in a final projection (rows are classes or

@@ -24,8 +24,14 @@ def all_zero_weights(ctx):
     - a zero norm gain or a zero embedding: error;
     - a lone zero final projection (`classifier.weight`, `out_proj`): warning, because it learns,
       but on the first step it passes no gradient to any layer below it;
-    - a zero weight inside a repeated block: warning; a zero residual-branch output
+    - a zero weight inside a repeated block, a zero conv outside one (a flat CNN's `conv3`),
+      or a zero LSTM/GRU/RNN gate matrix (`weight_ih_l0`, `weight_hh_l0`): warning; a zero residual-branch output
       (`o_proj`, `down_proj`, `output.dense`, ...): info, since zero-init residual is a known technique.
+
+    Norms are found by structure, not only by name: a module holding `running_mean` /
+    `running_var` (`cnn.14`, `_bn1`, `conv3_BN`), a 1-D weight and bias right after a layer of
+    their width (`net.1` after `net.0`), a norm module by class in a model passed in memory.
+    Harmless look-alike: a zero PReLU slope (a 1-D weight without a bias) is not a norm.
 
     Biases, norm biases and scalars are never flagged, nor names on the `allow` list
     (LoRA B, ReZero/Fixup gates, zero convolutions, ...).
@@ -64,7 +70,7 @@ def all_zero_weights(ctx):
     links = None
     for rec in ctx.scan.records:
         st = rec.stats
-        if st is None or rec.role not in (T.LINEAR, T.CONV, T.EMBEDDING, T.NORM_GAIN):
+        if st is None or rec.role not in (T.LINEAR, T.CONV, T.EMBEDDING, T.NORM_GAIN, T.RNN):
             continue
         offset = rec.extra.get("gain_offset", 0.0) if rec.role == T.NORM_GAIN else 0.0
         if offset:   # x * (1 + w): w = 0 is the fresh init, w = -1 everywhere zeroes the gain
@@ -82,6 +88,14 @@ def all_zero_weights(ctx):
         if rec.role == T.EMBEDDING:
             yield ctx.finding(rec.name, f"embedding is all zero ({rec.shape[0]} rows): every token maps to the same vector",
                               value=0.0, expected="non-zero rows")
+            continue
+        if rec.role == T.RNN:   # the recurrence still learns, but its units start identical
+            yield ctx.finding(rec.name, f"RNN weight is all zero {list(rec.shape)}: every hidden unit of its gates starts identical",
+                              value=0.0, expected="U(±1/sqrt(hidden))", severity=ctx.opt("in_block_severity"))
+            continue
+        if rec.role == T.CONV and rec.block is None:   # a conv of a flat CNN: not a projection of a head
+            yield ctx.finding(rec.name, f"conv weight is all zero {list(rec.shape)}: its output channels are identical and start symmetric",
+                              value=0.0, expected="non-zero init", severity=ctx.opt("in_block_severity"))
             continue
         if rec.block is not None:
             if allowed(rec.name, ctx.opt("residual_outputs")):
@@ -130,7 +144,7 @@ def constant_weights(rec, ctx):
     - `allow`: glob patterns of parameter names that may be constant.
     """
     st = rec.stats
-    if st is None or rec.role not in (T.LINEAR, T.CONV, T.EMBEDDING) or not st.constant or st.min == 0:
+    if st is None or rec.role not in (T.LINEAR, T.CONV, T.EMBEDDING, T.RNN) or not st.constant or st.min == 0:
         return None
     if allowed(rec.name, ctx.opt("allow")):
         return None
