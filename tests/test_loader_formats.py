@@ -127,6 +127,10 @@ def test_optimizer_state_is_skipped_and_reported(cli, tmp_path, monkeypatch, lay
         assert "initcheck's reader does not know compressed storage records" in row["note"]
     else:
         assert row["note"].startswith("read by initcheck's own reader")
+    # every format gets it as findings too: what was skipped (IC211), which reader ran (IC403)
+    found = {f["rule"]: f for f in out["findings"] if f["rule"] in ("IC211", "IC403")}
+    assert found["IC211"]["severity"] == "info" and "optimizer state of 4 parameter(s)" in found["IC211"]["message"]
+    assert ("IC403" in found) == (reader == "torch.load")
 
 
 def test_adam_moments_would_be_judged_if_scanned(cli, tmp_path):
@@ -153,6 +157,7 @@ def test_a_module_named_optimizer_is_still_scanned(cli, tmp_path, nested):
     names = {t["name"] for t in out["tensors"]}
     assert names == {f"{m}.{p}" for m in ("encoder", "optimizer", "scheduler") for p in ("weight", "bias")}, names
     assert "not read as weights" not in _file_row(out, "m.pt")["note"]
+    assert not [f for f in out["findings"] if f["rule"] in ("IC211", "IC403")]
 
 
 def test_a_module_named_model_next_to_other_modules_is_no_wrapper(cli, tmp_path):
@@ -161,3 +166,14 @@ def test_a_module_named_model_next_to_other_modules_is_no_wrapper(cli, tmp_path)
     torch.save(sd, tmp_path / "m.pt")
     out = json.loads(cli(tmp_path / "m.pt", "--format", "json", "--no-probe").stdout)
     assert {t["name"] for t in out["tensors"]} == {"model.weight", "classifier.weight"}
+
+
+def test_skipped_training_state_reaches_the_html_file_table(cli, tmp_path):
+    model, opt, _ = _trained_with_adam()
+    (tmp_path / "m").mkdir()
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": 2}, tmp_path / "m" / "ckpt.pt")
+    r = cli(tmp_path / "m" / "ckpt.pt", "--no-probe", "-q", "-o", tmp_path / "r.html")
+    assert r.exit_code in (0, 1), r.stderr
+    html = (tmp_path / "r.html").read_text()
+    assert "read by initcheck&#39;s own reader" in html or "read by initcheck's own reader" in html
+    assert "optimizer (optimizer state of 4 parameter(s): step, exp_avg, exp_avg_sq)" in html

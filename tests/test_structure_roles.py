@@ -321,6 +321,7 @@ def test_int8_embedding_table_is_quantized_not_a_buffer(cli, tmp_path):
     sd = {"embeddings": torch.randint(-127, 127, (100, 16), dtype=torch.int8), "weights": torch.rand(100)}
     _, fs, t = check(cli, save(tmp_path / "m", sd))
     assert t["embeddings"]["role"] == "quantized" and [f["value"] for f in hits(fs, "IC109")] == [1]
+    assert "e.g. embeddings)" in hits(fs, "IC109")[0]["message"]   # a top-level table names itself
 
 
 EFFNET = packaged_weight("efficientnet-lite0")

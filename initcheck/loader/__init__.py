@@ -104,7 +104,7 @@ class Checkpoint:
     pickle_globals: dict = field(default_factory=dict)  # file -> globals its pickle stream imports
     refused: dict = field(default_factory=dict)  # weight file -> globals outside the allowlist (not loaded)
     unscanned: dict = field(default_factory=dict)  # file -> why its pickles could not be (fully) scanned
-    training_state: dict = field(default_factory=dict)  # weight file -> keys skipped (optimizer, scheduler, ...)
+    training_state: dict = field(default_factory=dict)  # weight file -> [what was not read as weights (optimizer, ...)]
     other_files: list = field(default_factory=list)  # FileInfo of every file not read as weights or config
     custom_code: dict = field(default_factory=dict)  # {"auto_map": {...}, "python_files": [...]}
 

@@ -469,7 +469,9 @@ def run_movement(run: dict, tensors: list, flagged: dict):
         _yticks(ax, rows, flagged)
         ax.set_xlabel("||ΔW|| / ||W|| over the run")
         a, b = (run.get("reference") or {}).get("path"), (run.get("latest") or {}).get("path")
-        ax.set_title(_label(f"How far each weight moved: {a} -> {b}"))
-        if still or any(t.get("origin") in ("head", "new") for t in rows):
-            ax.legend(fontsize=8, frameon=False, loc="lower right")
+        legend = still or any(t.get("origin") in ("head", "new") for t in rows)
+        ax.set_title(_label(f"How far each weight moved: {a} -> {b}"), pad=16 if legend else 6)
+        if legend:   # above the rows, under the title: inside the axes it hides a row's bar
+            ax.legend(fontsize=8, frameon=False, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2,
+                      borderaxespad=0.2)
         return _svg(fig)

@@ -113,3 +113,39 @@ def custom_model_code(ctx):
         parts.append("Python files " + ", ".join(py[:5]) + (f" (+{len(py) - 5})" if len(py) > 5 else ""))
     yield ctx.finding(None, "custom model code: " + "; ".join(parts) + " (not imported; transformers runs it only "
                       "with trust_remote_code)", value=len(code.get("auto_map", {})) + len(code.get("python_files", [])))
+
+
+@rule("IC403", "torch-load-fallback", "info", scope="model")
+def torch_load_fallback(ctx):
+    """A pickle weight file that initcheck's own reader handed to `torch.load(weights_only=True)`.
+
+    ## What it does
+    Every `.bin` / `.pt` / `.pth` / `.ckpt` weight file is read by initcheck's own restricted
+    reader, without torch: its pickle is interpreted with the tensor-rebuild globals only, and
+    each tensor is a memory-mapped view of the stored bytes. Layouts that reader does not know
+    (compressed zip members, fp8 "fnuz" storages, storage classes outside the list) are handed
+    to `torch.load(weights_only=True)` on a torch new enough to be safe (>= 2.10); this rule
+    names each such file and why, so a report says which path read it. With
+    `INITCHECK_NO_TORCH_LOAD=1` those files are refused instead.
+
+    Harmless look-alike: files read by initcheck's own reader (the JSON file table's
+    `reader: "initcheck"`) are not reported.
+
+    ## Why is this bad?
+    It is not a defect: `torch.load` loads the whole file into memory (slower, and memory grows
+    with the checkpoint), and it is torch's unpickler, not initcheck's, that met the file.
+
+    ## Example
+    `ckpt.pt: read with torch.load(weights_only=True): initcheck's reader does not know
+    compressed storage records`.
+
+    ## Use instead
+    Re-save the file uncompressed with `torch.save`, or as safetensors.
+    """
+    ckpt = ctx.scan.checkpoint
+    for rel, reader in sorted((getattr(ckpt, "readers", None) or {}).items()):
+        if getattr(reader, "reader", None) == "torch.load":
+            f = ctx.finding(None, f"{rel}: read with torch.load(weights_only=True): initcheck's reader does not "
+                                  f"know {reader.fallback_reason}")
+            f.file = rel
+            yield f

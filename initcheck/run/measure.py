@@ -132,8 +132,9 @@ def _movements(run, latest_scan, settings, pack, notes, phase) -> dict:
                         "kind": "base" if settings.base else "checkpoint"}
     res["latest"] = {"path": str(seq[last][2]), "step": seq[last][1]}
     if overall is not None:
+        order = {r.name: i for i, r in enumerate(latest_scan.records)}   # the checkpoint's own order
         res["movement"] = [_row(n, m, latest_scan) for n, m in overall.items()]
-        res["movement"].sort(key=lambda r: _order(latest_scan, r["name"]))
+        res["movement"].sort(key=lambda r: order.get(r["name"], len(order)))
     for i in range(last):   # every interval in order, when there are more than the two ends
         if last < 2:
             break
@@ -162,13 +163,6 @@ def _row(name, m, scan) -> dict:
             "max_abs_diff": _f(m["max_abs_diff"]), "changed_fraction": _f(m["changed"] / numel) if numel else None,
             "relative": _f(rel), "norm_before": _f(m["norm_before"]), "norm_diff": _f(m["norm_diff"]),
             "nonfinite_after": m["nonfinite_after"]}
-
-
-def _order(scan, name):
-    for i, r in enumerate(scan.records):
-        if r.name == name:
-            return i
-    return len(scan.records)
 
 
 def _f(x):
