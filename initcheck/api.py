@@ -137,12 +137,17 @@ def scan_run(run_folder, pack, settings: Settings):
     from .run import measure_run
 
     latest = run_folder.weighted[-1].path if run_folder.weighted else None
-    plain = dataclasses.replace(settings, base=None, probe=settings.probe is True)
+    # an adapter run's --base is the model its adapters sit on (IC210 checks them against it), not
+    # a starting point of the adapter's own tensors: movement is then measured between checkpoints
+    adapter = latest is not None and (latest / "adapter_config.json").is_file()
+    plain = dataclasses.replace(settings, base=settings.base if adapter else None, probe=settings.probe is True)
     if latest is not None:
         scan = scan_path(latest, pack, plain)
     else:
         scan = scan_mod.Scan(path=str(run_folder.root), records=[])
-    scan.facts["run"] = measure_run(run_folder, scan, settings, pack, phase=lambda name: _phase(settings, name))
+    moving = dataclasses.replace(settings, base=None) if adapter else settings
+    scan.facts["run"] = measure_run(run_folder, scan, moving, pack, phase=lambda name: _phase(settings, name),
+                                    adapter_base=settings.base if adapter else None)
     return scan
 
 

@@ -156,6 +156,15 @@ def test_not_learning(make_run):
     assert _by_rule(check(make_run(_rows(FALLING), "ok"), probe=False), "IC612") == []
 
 
+@pytest.mark.parametrize("accuracy,flagged", [(0.58, False), (0.36, True)])
+def test_a_slow_loss_with_eval_above_chance_is_learning(make_run, accuracy, flagged):
+    """The loss ends within 5% of ln 3 (a LoRA at a modest learning rate): eval accuracy decides
+    whether that is "no better than random" (0.36 vs chance 1/3) or a slow run that learned (0.58)."""
+    slow = [1.0986 - 0.003 * i for i in range(20)]   # 1.099 -> 1.042
+    found = _by_rule(check(make_run(_rows(slow, evals=[(20, {"accuracy": accuracy})])), probe=False), "IC612")
+    assert [f.severity for f in found] == (["error"] if flagged else [])
+
+
 def test_divergence_and_nan_name_their_step(make_run):
     nan = FALLING[:6] + [float("nan")] * 14
     found = _by_rule(check(make_run(_rows(nan)), probe=False), "IC613")

@@ -175,3 +175,19 @@ def test_a_failing_movement_scan_becomes_a_finding(tmp_path, monkeypatch):
     notes = [f for f in report.findings if f.rule == "IC600"]
     assert len(notes) == 1 and "movement scan failed: RuntimeError: simulated bug" in notes[0].message
     assert report.to_dict()["run"]["movement"] is None
+
+
+def test_a_resized_tensor_is_said_not_measured(tmp_path):
+    """A tensor whose shape changed between the checkpoints (resized vocabulary) is not compared,
+    and the run's notes say so (IC600, info) instead of dropping it silently."""
+    def resize(sd):
+        _nudge(sd)
+        sd["bert.embeddings.word_embeddings.weight"] = torch.cat(
+            [sd["bert.embeddings.word_embeddings.weight"], 0.02 * torch.randn(8, sd["bert.embeddings.word_embeddings.weight"].shape[1])])
+
+    said = [f for f in check(_run(tmp_path / "resized", resize), probe=False).findings if f.rule == "IC600"]
+    assert len(said) == 1 and said[0].severity == "info"
+    assert "1 tensor(s) not in checkpoint-10 with the same shape" in said[0].message
+    assert "bert.embeddings.word_embeddings.weight" in said[0].message
+    ok = [f for f in check(_run(tmp_path / "same", _nudge), probe=False).findings if f.rule == "IC600"]
+    assert ok == []

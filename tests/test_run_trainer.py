@@ -101,13 +101,31 @@ def _train_all(root):
     out["frozen"] = train(root / "frozen", frozen)
     torch.manual_seed(0)
     out["causal"] = train(root / "causal", GPT2LMHeadModel(gpt2_config()), lm=True, eval=False)
+    # a LoRA at a modest rate: its loss falls slowly (to within 5% of ln 3) while eval accuracy
+    # rises well above chance, the slow-but-learning look-alike of IC612
+    out["lora"] = train(root / "lora", _lora(_start(_bert(), root / "lora-start")), lr=2e-2)
+    out["lora_dead"] = train(root / "lora_dead", _lora(_bert(), dead=True), lr=5e-2)
     return out
+
+
+def _lora(model, dead=False):
+    """A PEFT LoRA for sequence classification (the classifier trains beside it, as PEFT saves it)."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(1)
+    peft = get_peft_model(model, LoraConfig(r=4, target_modules=["query", "value"], task_type="SEQ_CLS"))
+    if dead:   # A zero as well as B: no gradient reaches either
+        with torch.no_grad():
+            for n, p in peft.named_parameters():
+                if "lora_A" in n:
+                    p.zero_()
+    return peft
 
 
 @pytest.fixture(scope="session")
 def starts(runs):
     """The starting points of the runs that keep one (saved before training, outside the run folder)."""
-    return {n: runs[n].parent / f"{n}-start" for n in ("healthy", "lr10")}
+    return {n: runs[n].parent / f"{n}-start" for n in ("healthy", "lr10", "lora")}
 
 
 def _check(cli, *args):
@@ -205,3 +223,28 @@ def test_html_has_a_run_section_and_other_formats_carry_the_findings(cli, runs, 
     healthy = tmp_path / "healthy.html"
     cli(runs["healthy"], "-o", healthy)
     assert 'id="run-unmoved"' not in healthy.read_text() and '<section id="run">' in healthy.read_text()
+
+
+@pytest.mark.parametrize("with_base", [False, True])
+def test_healthy_lora_run_has_no_errors_or_warnings(cli, runs, starts, with_base):
+    """An adapter run: its checkpoints hold only the adapters and the classifier; --base is the model
+    they sit on, not a starting point of the adapter's tensors."""
+    args = [runs["lora"]] + (["--base", starts["lora"]] if with_base else [])
+    code, data, _ = _check(cli, *args)
+    assert code == 0 and data["summary"]["warning"] == 0, [f["message"] for f in data["findings"]]
+    run = data["run"]
+    assert run["reference"]["kind"] == "checkpoint" and run["adapter_base"] == (str(starts["lora"]) if with_base else None)
+    assert run["expected_loss"] == pytest.approx(math.log(3)) and run["chance"] == pytest.approx(1 / 3)
+    assert all(r["changed_fraction"] > 0 for r in run["movement"]) and len(run["movement"]) == 14
+    assert not _msgs(data, "IC600") and not _msgs(data, "IC603")
+    loss = run["log"]["train"]["loss"]
+    assert loss[-1] > math.log(3) * 0.9 and run["log"]["eval"]["metrics"]["eval_accuracy"][-1] > 0.5
+
+
+def test_dead_lora_run_names_the_adapters_that_never_moved(cli, runs):
+    code, data, _ = _check(cli, runs["lora_dead"])
+    assert code == 1
+    still = _msgs(data, "IC601")
+    assert len(still) == 1 and "12 tensor(s)" in still[0]["message"] and "adapter)" in still[0]["message"]
+    assert not _msgs(data, "IC603")   # the backbone is not in an adapter's checkpoint: no freeze to judge
+    assert len(_msgs(data, "IC207")) == 6   # and statically: every pair dead in the latest checkpoint

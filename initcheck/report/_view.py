@@ -146,6 +146,9 @@ def run_summary(run) -> list:
         ref, last = run.get("reference") or {}, run.get("latest") or {}
         lines.append(f"run: {len(mv) - still} of {len(mv)} tensors moved from {ref.get('path')} to {last.get('path')}"
                      + (f", {still} unchanged" if still else ""))
+    if run.get("adapter_base"):
+        lines.append(f"run: --base {run['adapter_base']} is the base model the adapters sit on (checked against it); "
+                     "movement is measured between the run's checkpoints")
     return lines
 
 

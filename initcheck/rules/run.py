@@ -22,6 +22,17 @@ def _is_head(ctx, name: str) -> bool:
     return rec is not None and (rec.origin == T.HEAD or rec.origin == T.NEW) and rec.role != T.BUFFER
 
 
+def _meant_to_train(ctx, name: str) -> bool:
+    """Heads, and adapters (in a LoRA run they are all that trains; the backbone is not even saved)."""
+    rec = ctx.scan.by_name.get(name)
+    return _is_head(ctx, name) or (rec is not None and rec.origin == T.ADAPTER)
+
+
+def _part(ctx, names) -> str:
+    kinds = {"task head" if _is_head(ctx, n) else "adapter" if _meant_to_train(ctx, n) else "backbone" for n in names}
+    return kinds.pop() if len(kinds) == 1 else "mixed"
+
+
 def _span(run) -> str:
     """'between step 10 and step 60' (or the folders' names when a step is unknown)."""
     a, b = run["reference"], run["latest"]
@@ -80,7 +91,9 @@ def never_moved(ctx):
     with the latest checkpoint and lists those whose values are bit-for-bit unchanged
     (max |ΔW| = 0) while others moved, grouped into the largest modules that stayed still as a
     whole. A backbone that alone stayed still while every head moved is IC603's (a freeze),
-    and with `--train heads` only the heads are judged.
+    and with `--train heads` only the heads are judged. In a LoRA run the adapter matrices are
+    what trains (its checkpoints hold no backbone): a pair that never moved (A and B both zero)
+    is reported as `adapter`.
 
     ## Why is this bad?
     An optimizer step changes every parameter that gets a non-zero gradient (AdamW moves it
@@ -110,13 +123,13 @@ def never_moved(ctx):
         yield ctx.finding(None, f"no tensor changed {_span(run)} ({len(rows)} compared): the run trained nothing, "
                                 "or saved the same weights at every checkpoint", value=0.0, expected="> 0")
         return
-    heads = {r["name"] for r in rows if _is_head(ctx, r["name"])}
+    heads = {r["name"] for r in rows if _meant_to_train(ctx, r["name"])}
     backbone = {r["name"] for r in rows} - heads
     if run.get("train") == "heads" or (backbone <= still and not (heads & still)):
         still -= backbone   # a frozen backbone is IC603's finding
     numel = {r["name"]: r["numel"] or 0 for r in rows}
     for g in dead_groups(sorted(still, key=list(numel).index), numel):
-        where = "task head" if all(n in heads for n in g["names"]) else "backbone" if not (set(g["names"]) & heads) else "mixed"
+        where = _part(ctx, g["names"])
         yield ctx.finding(g["module"], f"{g['module']}: {g['params']} tensor(s), {g['numel']:,} values, unchanged "
                                        f"{_span(run)} (max |ΔW| = 0, {where}): no gradient reached them",
                           value=0.0, expected="max |ΔW| > 0")
@@ -181,8 +194,8 @@ def backbone_frozen(ctx):
     if not run or not run.get("movement"):
         return
     rows = run["movement"]
-    heads = [r for r in rows if _is_head(ctx, r["name"])]
-    backbone = [r for r in rows if not _is_head(ctx, r["name"])]
+    heads = [r for r in rows if _meant_to_train(ctx, r["name"])]
+    backbone = [r for r in rows if not _meant_to_train(ctx, r["name"])]   # none in an adapter's checkpoint
     if not heads or not backbone or any(r["changed_fraction"] != 0 for r in backbone):
         return
     if any(r["changed_fraction"] == 0 for r in heads):
@@ -228,7 +241,7 @@ def update_too_large(ctx):
 
     ## Options
     - `max_relative`: largest ||ΔW|| / ||W|| allowed for a backbone tensor.
-    - `head_max_relative`: the same for a task head, which starts small and may grow more.
+    - `head_max_relative`: the same for a task head or an adapter matrix, which starts small and may grow more.
     """
     run = _run(ctx)
     if not run or not run.get("movement"):
@@ -244,7 +257,7 @@ def update_too_large(ctx):
         # matrices only: a bias or norm gain that starts at 0 (or 1) has no scale of its own to move against
         if not isinstance(rel, (int, float)) or rec is None or not rec.is_weight or len(rec.shape) < 2:
             continue
-        limit = ctx.opt("head_max_relative") if _is_head(ctx, r["name"]) else ctx.opt("max_relative")
+        limit = ctx.opt("head_max_relative") if _meant_to_train(ctx, r["name"]) else ctx.opt("max_relative")
         if rel > limit:
             big.append((rel, r["name"], limit))
     if big:
@@ -340,8 +353,8 @@ def run_loss_spike(ctx):
                       severity="error" if ratio >= ctx.opt("error_factor") else ctx.severity)
 
 
-@rule("IC612", "run-not-learning", "warning", options=("min_drop", "flat_tolerance", "tail", "min_steps"),
-      scope="model")
+@rule("IC612", "run-not-learning", "warning", options=("min_drop", "flat_tolerance", "tail", "min_steps",
+                                                      "eval_learned"), scope="model")
 def run_not_learning(ctx):
     """The logged loss never left ln(C), or never fell by a set fraction: "no better than random".
 
@@ -350,6 +363,10 @@ def run_not_learning(ctx):
     `flat_tolerance` of ln(C) the run stayed at chance: an error. (A loss that rose is IC613's.) Otherwise, a
     loss that never fell below (1 - `min_drop`) x the first logged loss is a warning. Logs
     shorter than `min_steps` are not judged.
+
+    Harmless look-alike: a slow run that learned. When the last evaluation's accuracy or F1 is
+    at least `eval_learned` above chance (IC615's chance: 1/C or the logged majority rate), the
+    run is better than random whatever its training loss did, and this rule stays silent.
 
     ## Why is this bad?
     ln(C) is what a model that knows nothing scores. A run whose loss stays there learned
@@ -368,9 +385,13 @@ def run_not_learning(ctx):
     - `flat_tolerance`: the end loss within this fraction of ln(C) counts as flat at chance.
     - `tail`: the fraction of logged steps, at the end, whose median is the end loss.
     - `min_steps`: fewest logged losses that are judged.
+    - `eval_learned`: how far above chance (as a fraction) an evaluation metric shows learning.
     """
     run = _run(ctx)
     if not run:
+        return
+    chance = _chance(run)
+    if chance and any(v > chance + ctx.opt("eval_learned") for _, _, v in _last_eval_scores(run)):
         return
     steps, losses = _losses(run)
     fin = [x for x in losses if math.isfinite(x)]
@@ -511,19 +532,36 @@ def eval_at_chance(ctx):
     run = _run(ctx)
     if not run:
         return
-    ev = run["log"]["eval"]
-    chance = run.get("chance")
-    majority = [v for v in ev["metrics"].get("eval_majority_rate", []) if v is not None]
-    if majority:
-        chance = majority[-1]
-    if not chance or not ev["step"]:
+    chance = _chance(run)
+    if not chance:
         return
+    for key, step, value in _last_eval_scores(run):
+        if value <= chance + ctx.opt("margin"):
+            why = " (majority class)" if _majority(run) else f" (1/{run['classes']})"
+            yield ctx.finding(None, f"{key} {value:.4g} at step {step} vs chance {chance:.4g}{why}",
+                              value=value, expected=chance)
+
+
+def _majority(run):
+    vals = [v for v in run["log"]["eval"]["metrics"].get("eval_majority_rate", []) if v is not None]
+    return vals[-1] if vals else None
+
+
+def _chance(run):
+    """The accuracy of guessing: the logged majority-class rate, else 1/C (None for LM heads)."""
+    return _majority(run) or run.get("chance")
+
+
+def _last_eval_scores(run):
+    """``(key, step, value)`` of the last finite value of each accuracy / F1 metric in the log."""
+    ev = run["log"]["eval"]
+    out = []
     for key, vals in sorted(ev["metrics"].items()):
         short = key[len("eval_"):]
         if not ("accuracy" in short or "f1" in short) or key == "eval_majority_rate":
             continue
-        last = next(((ev["step"][i], v) for i in range(len(vals) - 1, -1, -1) if (v := vals[i]) is not None), None)
-        if last and math.isfinite(last[1]) and last[1] <= chance + ctx.opt("margin"):
-            why = " (majority class)" if majority else f" (1/{run['classes']})"
-            yield ctx.finding(None, f"{key} {last[1]:.4g} at step {last[0]} vs chance {chance:.4g}{why}",
-                              value=last[1], expected=chance)
+        last = next(((ev["step"][i], v) for i in range(len(vals) - 1, -1, -1)
+                     if (v := vals[i]) is not None and i < len(ev["step"])), None)
+        if last and math.isfinite(last[1]):
+            out.append((key, last[0], last[1]))
+    return out

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..probe.spikes import spike_steps
+from ..dtypes import is_float
 from . import log as L
 from .movement import comparable, movement
 
@@ -14,11 +15,30 @@ _CLASSIFIER = ("ForSequenceClassification", "ForImageClassification", "ForAudioC
                "ForTokenClassification")
 
 
-def expected_loss(config: dict | None):
+_PEFT_TASKS = {"SEQ_CLS": "ForSequenceClassification", "TOKEN_CLS": "ForTokenClassification",
+               "CAUSAL_LM": "ForCausalLM", "SEQ_2_SEQ_LM": "ForConditionalGeneration"}
+
+
+def _task_config(scan):
+    """``(config, labels)`` that say the run's task: config.json, or for an adapter run its
+    ``task_type`` on the base model's config (``--base``), with the classes its saved head outputs."""
+    adapter = scan.facts.get("adapter_config")
+    if not isinstance(adapter, dict):
+        return scan.config, None
+    cfg = dict((scan.facts.get("adapter_base") or {}).get("config") or scan.config or {})
+    suffix = _PEFT_TASKS.get(str(adapter.get("task_type")))
+    if suffix:
+        cfg["architectures"] = [f"PeftModel{suffix}"]
+    heads = [r.shape[0] for r in scan.records if r.origin in ("head", "new") and len(r.shape) == 2 and r.is_weight]
+    return cfg, min(heads) if heads and suffix and "Classification" in suffix else None
+
+
+def expected_loss(config: dict | None, labels: int | None = None):
     """``(expected loss at init, number of classes or vocabulary, why)`` from config.json.
 
-    ln(C) for a C-way classifier (``num_labels`` / ``id2label``), ln(V) for a language-model head
-    (``vocab_size``); ``(None, None, reason)`` when there is no closed form (multi-label, spans).
+    ln(C) for a C-way classifier (``num_labels`` / ``id2label``, or ``labels``: the rows of the
+    head an adapter run saved), ln(V) for a language-model head (``vocab_size``); ``(None, None,
+    reason)`` when there is no closed form (multi-label, spans).
     """
     cfg = config or {}
     arch = (cfg.get("architectures") or [""])[0] if isinstance(cfg.get("architectures"), list) else ""
@@ -32,14 +52,19 @@ def expected_loss(config: dict | None):
     if arch.endswith(_CLASSIFIER):
         if cfg.get("problem_type") == "multi_label_classification":
             return None, None, "multi-label head: no single ln(C)"
-        c = len(cfg["id2label"]) if isinstance(cfg.get("id2label"), dict) and cfg["id2label"] else cfg.get("num_labels", 2)
+        if labels:
+            c, src = labels, "the saved head's outputs"
+        elif isinstance(cfg.get("id2label"), dict) and cfg["id2label"]:
+            c, src = len(cfg["id2label"]), "id2label"
+        else:
+            c, src = cfg.get("num_labels", 2), "num_labels"
         if isinstance(c, int) and c > 1:
-            return math.log(c), c, f"ln C, C = {c} ({'id2label' if cfg.get('id2label') else 'num_labels'})"
+            return math.log(c), c, f"ln C, C = {c} ({src})"
         return None, None, "a one-output head (regression): no ln(C)"
     return None, None, "the task is unknown (config.json's architectures names no classifier or LM head)"
 
 
-def measure_run(run, latest_scan, settings, pack, phase=lambda name: None) -> dict:
+def measure_run(run, latest_scan, settings, pack, phase=lambda name: None, adapter_base=None) -> dict:
     """Read the run's log and measure movement from its starting point to its latest checkpoint.
 
     Args:
@@ -49,6 +74,8 @@ def measure_run(run, latest_scan, settings, pack, phase=lambda name: None) -> di
             whether the whole model or only the heads were meant to train.
         pack: its ``[scan]`` limits bound the loader.
         phase: told when a phase starts (progress display).
+        adapter_base: in an adapter run, the ``--base`` the adapters sit on (said in a note: it is
+            not the movement's starting point).
     """
     started = time.perf_counter()
     notes = []
@@ -75,7 +102,8 @@ def measure_run(run, latest_scan, settings, pack, phase=lambda name: None) -> di
         out["spikes"] = [out["log"]["train"]["step"][i] for i in hits]
     else:
         out["spikes"] = []
-    want, classes, why = expected_loss(latest_scan.config)
+    out["adapter_base"] = str(adapter_base) if adapter_base is not None else None
+    want, classes, why = expected_loss(*_task_config(latest_scan))
     out.update({"expected_loss": want, "classes": classes, "expected_loss_reason": why,
                 "chance": (1.0 / classes if classes and "ln C" in why else None)})
     try:
@@ -123,11 +151,18 @@ def _movements(run, latest_scan, settings, pack, notes, phase) -> dict:
         if a is None or b is None:
             return None
         shift = _prefix_shift({e.name for e in b.entries}, {e.name for e in a.entries})
-        return movement(a, b, comparable(a, b, lambda n: _shift(n, shift)))
+        pairs = comparable(a, b, lambda n: _shift(n, shift))
+        return movement(a, b, pairs), {e.name for e in b.entries if is_float(e.dtype)} - {p[1] for p in pairs}
 
     last = len(seq) - 1
     phase(f"run: measuring movement, {seq[0][2]} -> {seq[last][2]}")
-    overall = compare(0, last)
+    overall, left = compare(0, last) or (None, set())
+    if overall is not None and left:   # never silent: what was not compared, and why it usually is
+        names = sorted(left)
+        notes.append({"file": str(seq[last][2]), "level": "info",
+                      "problem": f"{len(names)} tensor(s) not in {seq[0][2]} with the same shape and a float dtype, "
+                                 f"so not measured for movement (a resized embedding, a head added "
+                                 f"later): {', '.join(names[:4])}{' and more' if len(names) > 4 else ''}"})
     res["reference"] = {"path": str(seq[0][0]) if settings.base else seq[0][2], "step": seq[0][1],
                         "kind": "base" if settings.base else "checkpoint"}
     res["latest"] = {"path": str(seq[last][2]), "step": seq[last][1]}
@@ -139,7 +174,7 @@ def _movements(run, latest_scan, settings, pack, notes, phase) -> dict:
         if last < 2:
             break
         phase(f"run: movement {seq[i][2]} -> {seq[i + 1][2]}")
-        m = compare(i, i + 1)
+        m = (compare(i, i + 1) or (None,))[0]
         if m is None:
             continue
         rel = sorted(_relative(v) for v in m.values() if _relative(v) is not None)
