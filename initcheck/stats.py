@@ -92,9 +92,8 @@ def compute(rec: T.TensorRecord, raw: np.ndarray, options: dict) -> TensorStats:
         return st
     rows = raw.reshape(raw.shape[0], -1) if raw.ndim >= 2 else raw.reshape(1, -1)
     n_rows, n_cols = rows.shape
-    # row norms: embeddings, any matrix that grew rows (an untied lm_head after resizing), and RNN
+    # row norms: embeddings, matrices that grew rows or may have (untied LM heads: IC206), and RNN
     # gate matrices (their per-gate std comes from the rows' sums)
-    # row norms: embeddings and untied LM heads (added rows, IC206), RNN gates (per-gate std)
     keep_rows = raw.ndim == 2 and (rec.role in (T.EMBEDDING, T.RNN) or rec.new_rows_from is not None
                                    or rec.extra.get("row_profile", False))
     want_dups = rec.role in (T.LINEAR, T.CONV) and raw.ndim >= 2 and n_rows >= 2 and comparable_rows(rec, options)

@@ -410,8 +410,6 @@ def mark_offset_norms(records, config: dict | None, model_types=(), offset_names
         offset_names: parameter names known to be 1+w (``module_facts(module).offset_gains``);
             when given, they decide instead of the model types.
     """
-    # the one pass every path makes over a new record set (files and in-memory models): the
-    # roles read from structure come first, so that norms found by their running statistics count
     types = set(model_types or ())
     n = 0
     for rec in records:

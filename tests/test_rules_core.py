@@ -101,6 +101,9 @@ def test_allow_list_covers_deliberate_zero_inits(cli, tmp_path):
     torch.manual_seed(0)
     t = {"blocks.0.adaLN_modulation.1.weight": torch.zeros(12, 4), "blocks.0.adaLN_modulation.1.bias": torch.zeros(12),
          "controlnet.zero_convs.0.weight": torch.zeros(8, 8, 1, 1), "head.0.weight": torch.randn(8, 4) * 0.1,
+         # diffusers' ControlNetModel names its zero convolutions by their place
+         "controlnet_down_blocks.0.weight": torch.zeros(8, 8, 1, 1), "controlnet_mid_block.weight": torch.zeros(8, 8, 1, 1),
+         "controlnet_cond_embedding.conv_out.weight": torch.zeros(8, 4, 3, 3),
          "head.2.weight": torch.zeros(3, 8)}
     code, fs = check(cli, write(tmp_path / "m", t))
     assert [f["param"] for f in hits(fs, "IC102")] == ["head.2.weight"]  # only the real lone zero projection
