@@ -191,3 +191,22 @@ def test_a_resized_tensor_is_said_not_measured(tmp_path):
     assert "bert.embeddings.word_embeddings.weight" in said[0].message
     ok = [f for f in check(_run(tmp_path / "same", _nudge), probe=False).findings if f.rule == "IC600"]
     assert ok == []
+
+
+def test_many_checkpoints_are_measured_on_an_evenly_spaced_subset(tmp_path):
+    """Past [scan] run_max_checkpoints the intervals use an evenly spaced subset (first and last
+    kept), and a note says so; at or under it every consecutive pair is measured."""
+    model = _bert_cls()
+    root = tmp_path / "many"
+    for step in (10, 20, 30, 40, 50):
+        model.save_pretrained(root / f"checkpoint-{step}")
+        edit_tensors(root / f"checkpoint-{step}", lambda sd, s=step: [t.add_(s * 1e-4) for t in sd.values() if t.is_floating_point()])
+    capped = check(root, probe=False, rules=_pack(tmp_path, "[scan]\nrun_max_checkpoints = 3\n"))
+    run = capped.scan.facts["run"]
+    assert [(i["from_step"], i["to_step"]) for i in run["intervals"]] == [(10, 30), (30, 50)]
+    assert (run["reference"]["step"], run["latest"]["step"]) == (10, 50)
+    said = [f for f in capped.findings if f.rule == "IC600"]
+    assert len(said) == 1 and "measured on 3 of them" in said[0].message and said[0].severity == "info"
+    full = check(root, probe=False).scan.facts["run"]
+    assert [(i["from_step"], i["to_step"]) for i in full["intervals"]] == [(10, 20), (20, 30), (30, 40), (40, 50)]
+    assert not [f for f in check(root, probe=False).findings if f.rule == "IC600"]

@@ -132,6 +132,14 @@ def _movements(run, latest_scan, settings, pack, notes, phase) -> dict:
             notes.append({"file": _rel(weighted[-1].path, run.root), "problem": "is the only checkpoint with weights: "
                           "no movement to measure (pass --base DIR, the starting point)", "level": "info"})
         return res
+    cap = pack.scan.get("run_max_checkpoints", 12)
+    if len(seq) > cap >= 2:   # every checkpoint is read twice for the intervals: keep the time bounded
+        keep = sorted({round(i * (len(seq) - 1) / (cap - 1)) for i in range(cap)})
+        notes.append({"file": ".", "level": "info",
+                      "problem": f"holds {len(seq)} weighted points: movement between consecutive checkpoints is measured "
+                                 f"on {len(keep)} of them, evenly spaced, first and last included "
+                                 f"([scan] run_max_checkpoints = {cap})"})
+        seq = [seq[i] for i in keep]
     limits = Limits.from_scan(pack.scan)
     opened = {}
 
