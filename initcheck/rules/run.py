@@ -78,7 +78,7 @@ def run_unreadable(ctx):
     """
     run = _run(ctx)
     for note in (run or {}).get("notes", []):
-        yield ctx.finding(None, f"{note['file']} {note['problem']}",
+        yield ctx.finding(None, f"{note['file']} {note['problem']}", hint=note.get("hint"),
                           severity="info" if note.get("level") == "info" else ctx.severity)
 
 

@@ -138,7 +138,8 @@ def _movements(run, latest_scan, settings, pack, notes, phase) -> dict:
         notes.append({"file": ".", "level": "info",
                       "problem": f"holds {len(seq)} weighted points: movement between consecutive checkpoints is measured "
                                  f"on {len(keep)} of them, evenly spaced, first and last included "
-                                 f"([scan] run_max_checkpoints = {cap})"})
+                                 f"([scan] run_max_checkpoints = {cap})",
+                      "hint": "Raise `run_max_checkpoints` in a rule pack's [scan] table to measure every interval."})
         seq = [seq[i] for i in keep]
     limits = Limits.from_scan(pack.scan)
     opened = {}
@@ -170,7 +171,9 @@ def _movements(run, latest_scan, settings, pack, notes, phase) -> dict:
         notes.append({"file": str(seq[last][2]), "level": "info",
                       "problem": f"{len(names)} tensor(s) not in {seq[0][2]} with the same shape and a float dtype, "
                                  f"so not measured for movement (a resized embedding, a head added "
-                                 f"later): {', '.join(names[:4])}{' and more' if len(names) > 4 else ''}"})
+                                 f"later): {', '.join(names[:4])}{' and more' if len(names) > 4 else ''}",
+                      "hint": "Nothing to do when the vocabulary was resized or a head added on purpose; the static "
+                              "checks judge the new rows (IC206) and heads (IC105)."})
     res["reference"] = {"path": str(seq[0][0]) if settings.base else seq[0][2], "step": seq[0][1],
                         "kind": "base" if settings.base else "checkpoint"}
     res["latest"] = {"path": str(seq[last][2]), "step": seq[last][1]}
