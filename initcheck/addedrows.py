@@ -65,13 +65,17 @@ def row_profile(st):
     return None
 
 
-def trailing_block(norms, means, norm_ratio: float, band_quantile: float, min_rows: int, max_fraction: float):
+def trailing_block(norms, means, norm_ratio: float, band_quantile: float, min_rows: int, max_fraction: float,
+                   mean_min_norm_ratio: float = 0.5):
     """The trailing block of rows above the rest, or None.
 
     The reference is the first ``1 - max_fraction`` of the rows (a block may cover at most
     ``max_fraction``). Walking back from the last row, a row belongs to the block while its norm
     is above ``norm_ratio`` times the reference median, or its mean is outside the reference's
-    [q, 1-q] band of row means; a zero row never does. At least ``min_rows`` rows make a block.
+    [q, 1-q] band of row means while its norm is at least ``mean_min_norm_ratio`` times that
+    median; a zero row never does. At least ``min_rows`` rows make a block. (Rows far smaller
+    than the rest are untrained: reserved tokens left at a small init or decayed, as in Qwen2's
+    and Llama 3's embeddings; their mean sits near 0 whatever the trained rows' common offset.)
     """
     n = len(norms)
     ref_end = int(n * (1 - max_fraction))
@@ -82,7 +86,7 @@ def trailing_block(norms, means, norm_ratio: float, band_quantile: float, min_ro
         return None
     lo, hi = (float(v) for v in np.quantile(means[:ref_end], [band_quantile, 1 - band_quantile]))
     high = norms > norm_ratio * ref_norm
-    off = ((means < lo) | (means > hi)) & (norms > 0)
+    off = ((means < lo) | (means > hi)) & (norms >= mean_min_norm_ratio * ref_norm) & (norms > 0)
     out = high | off
     i = n
     while i > ref_end and out[i - 1]:

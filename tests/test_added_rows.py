@@ -118,6 +118,27 @@ def test_position_embeddings_are_not_a_vocabulary(cli, tmp_path):
     assert ic206(run(cli, out)) == []
 
 
+@pytest.mark.parametrize("tail_std,flagged", [(0.002, False), (0.03, True)])
+def test_untrained_reserved_rows_are_not_added_rows(cli, tmp_path, tail_std, flagged):
+    """Trained rows that share an offset (anisotropic embeddings) and a tail of reserved rows that
+    never trained (Qwen2, Llama 3: tiny, mean near 0): the tail's means sit outside the trained
+    rows' band, but rows that small are untrained, not mis-initialised. Rows of the trained rows'
+    own size without their offset are a block initialised apart, and still fire."""
+    from safetensors.torch import load_file, save_file
+    from transformers import BertModel
+
+    torch.manual_seed(0)
+    out = tmp_path / f"reserved-{tail_std}"
+    BertModel(bert_config()).save_pretrained(out)
+    sd = load_file(out / "model.safetensors")
+    w = sd["embeddings.word_embeddings.weight"]
+    w.add_(0.03)                                   # a direction every trained row shares
+    w[-40:] = torch.randn(40, w.shape[1]) * tail_std
+    save_file(sd, out / "model.safetensors", metadata={"format": "pt"})
+    found = ic206(run(cli, out))
+    assert [f["param"] for f in found] == (["embeddings.word_embeddings.weight"] if flagged else [])
+
+
 # --- the real all-MiniLM-L6-v2 (30522 rows of std 0.056) ---------------------------------------
 
 

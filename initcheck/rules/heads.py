@@ -213,7 +213,8 @@ def base_drift(ctx):
 
 
 @rule("IC206", "resized-rows-scale", "warning",
-      options=("norm_ratio", "mean_outside_fraction", "mean_band_quantile", "min_added_rows", "max_added_fraction"))
+      options=("norm_ratio", "mean_outside_fraction", "mean_band_quantile", "min_added_rows", "max_added_fraction",
+               "mean_min_norm_ratio"))
 def resized_rows_scale(rec, ctx):
     """Rows added to an embedding whose scale sits far outside the existing rows.
 
@@ -226,14 +227,15 @@ def resized_rows_scale(rec, ctx):
     Without `--base`, finds the added rows by their profile: in a token embedding or an untied
     LM head (not position embeddings), a block of at least `min_added_rows` rows at the end
     (at most `max_added_fraction` of the rows) where every row's norm is above `norm_ratio`
-    times the median of the rows before it, or its mean outside their band, is reported the
-    same way.
+    times the median of the rows before it, or its mean outside their band (for rows at least
+    `mean_min_norm_ratio` of that median), is reported the same way.
 
     Harmless look-alikes, silent: rows made by mean-resizing (transformers'
     `resize_token_embeddings` default draws them from the old rows' mean and covariance, so they
     sit inside both bands); zero rows; and the end of a real vocabulary, whose rare tokens trained
     less and have *smaller* norms (the real all-MiniLM-L6-v2: its last 1000 rows have a median
-    norm 0.43x the rest, none above 1.3x the median).
+    norm 0.43x the rest, none above 1.3x the median); and reserved rows that never trained
+    (tiny rows whose mean sits near 0 while the trained rows share an offset).
 
     ## Why is this bad?
     New tokens initialised with N(0, 1) are ~50x larger than pretrained rows of std 0.02: they
@@ -254,6 +256,8 @@ def resized_rows_scale(rec, ctx):
     - `min_added_rows`: rows a trailing block needs to be reported without `--base`.
     - `max_added_fraction`: largest share of the rows a trailing block may cover without `--base`
       (the rows before it are the reference).
+    - `mean_min_norm_ratio`: without `--base`, a row counts by its mean only when its norm is at
+      least this share of the reference median (smaller rows are untrained, not mis-initialised).
     """
     st = rec.stats
     if st is None or not st.finite:
@@ -288,7 +292,7 @@ def _added_rows_without_base(rec, ctx):
     if profile is None:
         return None
     block = trailing_block(*profile, ctx.opt("norm_ratio"), ctx.opt("mean_band_quantile"),
-                           ctx.opt("min_added_rows"), ctx.opt("max_added_fraction"))
+                           ctx.opt("min_added_rows"), ctx.opt("max_added_fraction"), ctx.opt("mean_min_norm_ratio"))
     if block is None:
         return None
     ratio = block.block_norm / block.ref_norm
