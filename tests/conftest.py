@@ -141,6 +141,10 @@ PACKAGED_WEIGHTS = {
     "static-int8": ("static_model", "model"),
     # message-passing / attention-pooling network on protein atoms (first of five folds)
     "pocketnet": ("pocketnet", "weights/v3_fold0.pt"),
+    # Silero VAD v6: STFT conv, Conv1d layers, nn.LSTMCell (lstm_cell.weight_ih / weight_hh), a lone file
+    "silero-vad": ("silero_vad", "data/silero_vad_16k.safetensors"),
+    # 3-layer BiLSTM + Bahdanau attention (attention.v [1, 512], heavy-tailed), saved from a GPU
+    "arabic-diacritizer": ("diacritize", "assets/bilstm_best.pt"),
 }
 
 

@@ -365,3 +365,27 @@ def test_named_affine_pair_inside_a_block_is_a_norm_but_not_at_the_top_level():
     roles = {r.name: r.role for r in recs}
     assert roles["layers.2.n1.weight"] == T.NORM_GAIN and roles["layers.2.n1.bias"] == T.NORM_BIAS
     assert roles["layers.2.odd.weight"] == T.OTHER and roles["alpha.weight"] == T.OTHER   # no layer of that width / top level
+
+
+class MiniGpt(nn.Module):
+    """minGPT-style: nn.Embedding tables named tok_emb / pos_emb (N(0, 1) by default) and Linears."""
+
+    def __init__(self, vocab=120, d=64, layers=4):
+        super().__init__()
+        self.tok_emb, self.pos_emb = nn.Embedding(vocab, d), nn.Embedding(32, d)
+        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d)) for _ in range(layers))
+        self.member = nn.Linear(d, d)   # a name with "emb" inside that is no table
+        self.head = nn.Linear(d, vocab)
+
+
+@pytest.mark.parametrize("scale,flagged", [(1.0, False), (100.0, True)])
+def test_embedding_tables_named_emb_are_embeddings(cli, tmp_path, scale, flagged):
+    """tok_emb / pos_emb at their N(0, 1) init sit ~20x above fan-scaled Linears: lookup tables, not
+    layers, so IC110 leaves them out; a Linear x100 beside them still fires."""
+    torch.manual_seed(0)
+    sd = MiniGpt().state_dict()
+    sd["blocks.2.0.weight"] = sd["blocks.2.0.weight"] * scale
+    _, fs, t = check(cli, save(tmp_path / f"mingpt-{scale}", sd))
+    assert t["tok_emb.weight"]["role"] == t["pos_emb.weight"]["role"] == "embedding"
+    assert t["member.weight"]["role"] == "linear"
+    assert {f["param"] for f in loud(fs)} == ({"blocks.2.0.weight"} if flagged else set())

@@ -186,7 +186,9 @@ def open_checkpoint(path, safe_globals=None, limits: Limits | None = None, side_
     else:
         ckpt = Checkpoint(path=p, root=p.parent)
         if not p.name.endswith(SAFETENSORS_EXT + PICKLE_EXT):
-            raise InputError(p, "not a checkpoint: expected a folder or a .safetensors, .bin, .pt, .pth or .ckpt file")
+            script = " (a .jit file is a TorchScript program: check its model.state_dict() saved with torch.save or safetensors)"
+            raise InputError(p, "not a checkpoint: expected a folder or a .safetensors, .bin, .pt, .pth or .ckpt file"
+                             + (script if p.suffix in (".jit", ".torchscript") else ""))
         if (p.parent / "config.json").is_file():
             ckpt.config = _read_config(p.parent, "config.json", shown=str(p.parent / "config.json"))
         weight_files, index = [p.name], None

@@ -326,15 +326,24 @@ def weight_scale(ctx):
     an LSTM, 3 for a GRU, hidden size from `weight_hh`) against PyTorch's U(±1/sqrt(hidden))
     (std 1/sqrt(3·hidden)) up to 1/sqrt(hidden) (Xavier / orthogonal gates).
 
+    Above the median, the bulk of the weight must stand out as well as its std: its robust std
+    (1.4826 x the median absolute deviation, from a sample), scaled the same way, is held to the
+    same ratio against the median of the other weights' robust scales. A trained weight whose
+    std a few large entries carry is not flagged; a whole tensor scaled by 10 moves both alike.
+
     Harmless look-alikes: trained weights. Measured with benchmarks/measure_scale_band.py on
     real trained weights (MiniLM BERT, EfficientNet-Lite0, a CRNN with a BiLSTM, a
-    message-passing net): every weight sits within 3.6x above and 6.9x below its model's median,
+    message-passing net, Silero VAD, a BiLSTM diacritizer): every weight sits within 3.6x above
+    and 6.9x below its model's median (the diacritizer's attention vector by its robust std),
     so `warn_ratio` (5) and `below_ratio` (20) are never reached by drift, while a weight scaled
     by 10 or 100 from the median is. Layers at their own init (a fresh model, wav2vec2's
     Kaiming feature convs next to normal(0, 0.02) linears) are inside their init band and stay
     silent; so do heads (IC105), resized embeddings (IC206), quantized weights (IC109),
     position tables (Whisper's and Marian's are sinusoidal, std 0.7 beside 0.02), and embeddings
-    of models without a declared init std (nn.Embedding's N(0, 1) beside fan-scaled layers).
+    of models without a declared init std (nn.Embedding's N(0, 1) beside fan-scaled layers,
+    named `*embed*`, `wte`, or minGPT's `emb`, `tok_emb`, `pos_emb`). A trained Bahdanau
+    attention vector (`attention.v`, [1, 512]) whose std 3.5 comes from 2% of its entries
+    grown to 50 while its bulk stays at U(±1/sqrt(512)): silent by its robust std.
 
     ## Why is this bad?
     Training moves a weight by small factors. A layer 10x or 100x its model's scale was
@@ -364,6 +373,8 @@ def _scale_outliers(ctx, scale, measure, median, pool):
     """IC110's findings for one pool of weights with one median."""
     if len(pool) < ctx.opt("min_layers") or median <= 0:
         return
+    robust = [measure(r, r.stats.robust_std) for r in pool if r.stats.robust_std]
+    robust_median = statistics.median(robust) if robust else 0.0
     for rec in pool:
         if allowed(rec.name, ctx.opt("allow")):
             continue
@@ -373,6 +384,13 @@ def _scale_outliers(ctx, scale, measure, median, pool):
         factor, above, what, std, value = found
         if factor < (ctx.opt("warn_ratio") if above else ctx.opt("below_ratio")):
             continue
+        if above and not what and rec.stats.robust_std and robust_median > 0:
+            # a few large entries can carry the std (a trained attention vector): the bulk must stand
+            # out from the other weights' bulk too. A whole tensor scaled by k moves both by k.
+            # (robust 0: mostly zeros, the std decides)
+            factor = min(factor, measure(rec, rec.stats.robust_std) / robust_median)
+            if factor < ctx.opt("warn_ratio"):
+                continue
         lo, hi, label = expected_std(rec, ctx.scan.config, strict=False)
         if _ratio_outside(std, lo, hi) < ctx.opt("init_ratio"):
             continue

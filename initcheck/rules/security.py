@@ -69,8 +69,12 @@ def unsafe_pickle_global(ctx):
             what = "initcheck does not load this file; nothing should"
         if bad:
             shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+            # TorchScript archives pickle their scripted module classes as __torch__.*: a program, not a state dict
+            script = ("; it is a TorchScript archive (model code inside): check its model.state_dict() instead"
+                      if any(g.startswith("__torch__.") for g in bad) else "")
             yield _file_finding(ctx, rel, f"{rel} imports {shown} when unpickled, outside the tensor-rebuild "
-                                          f"allowlist ({what})", value=", ".join(bad)[:300], expected="allowlisted globals only")
+                                          f"allowlist ({what}){script}", value=", ".join(bad)[:300],
+                                expected="allowlisted globals only")
     for rel, why in sorted(unscanned.items()):
         yield _file_finding(ctx, rel, f"{rel} could not be scanned for pickles ({why}); it was not loaded: treat it "
                                       "as unsafe and do not unpickle it", value=why[:300], expected="a scannable file",
