@@ -46,7 +46,7 @@ SMALL = {
     "v_head_dim": 16, "num_channels": 3, "num_blocks": 4,
 }
 # what to leave at its default when building with every key set fails, tried in this order
-KEEP_LADDER = ((), ("vocab_size",), ("vocab_size", "image_size", "patch_size"),
+KEEP_LADDER = ((), ("vocab_size",), ("vocab_size", "keep_widths"), ("vocab_size", "image_size", "patch_size"),
                ("vocab_size", "image_size", "patch_size", "max_position_embeddings", "n_positions",
                 "head_dim", "num_key_value_heads", "dim", "hidden_dim", "embed_dim"))
 # per-layer lists that must match num_hidden_layers: dropped so the config rebuilds them
@@ -54,18 +54,45 @@ PER_LAYER = ("layer_types", "mlp_only_layers", "sliding_window_pattern_list", "n
              "attention_chunk_sizes", "block_types")
 
 
-def _shrink(d: dict, depth: int = 0, keep=()) -> dict:
-    """The config dict ``d`` with the size keys it has set to SMALL, sub-configs too (not ``keep``)."""
+def _sizes(d: dict, key: str, out: set) -> set:
+    """Every value of ``key`` in the config tree ``d`` (the widths cross-config checks compare)."""
+    if isinstance(d.get(key), int):
+        out.add(d[key])
+    for v in d.values():
+        if isinstance(v, dict):
+            _sizes(v, key, out)
+    return out
+
+
+def _shrink(d: dict, depth: int = 0, keep=(), widths=None) -> dict:
+    """The config dict ``d`` with the size keys it has set to SMALL, sub-configs too (not ``keep``).
+
+    Widths that other configs must match (``text_hidden_size``, ``out_hidden_size``,
+    ``condition_dim``...) follow the hidden size they equal; per-layer lists and per-layer dicts
+    are cut to the first 4 layers; backbone stage selections are dropped (rebuilt by the config).
+    """
+    if widths is None:
+        widths = _sizes(d, "hidden_size", set()) | _sizes(d, "d_model", set())
     layers = next((d[k] for k in ("num_hidden_layers", "num_layers", "n_layer", "num_blocks")
                    if isinstance(d.get(k), int)), None)
+    heads = d.get("num_attention_heads")
     out = {}
     for k, v in d.items():
         if isinstance(v, dict) and "model_type" in v and depth < 3:
-            out[k] = _shrink(v, depth + 1, keep)
+            out[k] = _shrink(v, depth + 1, keep, widths)
+        elif k in ("out_features", "out_indices", "stage_names") and k not in keep:
+            continue
+        elif k == "num_key_value_heads" and isinstance(v, int) and v == heads and k not in keep:
+            out[k] = SMALL["num_attention_heads"]  # no grouped-query attention: stays so
         elif k in SMALL and k not in keep and isinstance(v, int) and not isinstance(v, bool):
             # never grow a size (a 32-wide default stays 32), except counts that other sizes divide
             out[k] = SMALL[k] if k in ("num_hidden_layers", "num_layers", "n_layer", "encoder_layers",
                                        "decoder_layers") or v > SMALL[k] else v
+        elif (isinstance(v, int) and not isinstance(v, bool) and v in widths and v > 64 and "keep_widths" not in keep
+              and (k.endswith("hidden_size") or k.endswith("_dim") or k.endswith("hidden_dim"))):
+            out[k] = 64  # a width that must equal a (shrunk) hidden size elsewhere
+        elif k == "d_head" and isinstance(v, int) and k not in keep:
+            out[k] = 16
         elif isinstance(v, list) and layers and layers > 4 and len(v) == layers and (
                 k in PER_LAYER or all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in v)):
             out[k] = v[:4]  # a per-layer list (layer_types, mlp_layer_types, per-layer sizes)
@@ -144,7 +171,8 @@ def _one(mtype: str, cls_name: str) -> dict:
             row.update(status="check-exit", error=f"SystemExit {e.code}")
             return row
         except Exception as e:
-            row.update(status="check-crash", error=f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
+            first = str(e).splitlines()[0][:200] if str(e) else ""
+            row.update(status="check-crash", error=f"{type(e).__name__}: {first}")
             return row
         row["check_s"] = round(time.perf_counter() - t1, 2)
         row["tensors"] = len(report.scan.records)
@@ -223,7 +251,7 @@ def table(rows) -> str:
     lines.append("\nnot checked:")
     for r in sorted(rows, key=lambda r: r["class"]):
         if r.get("status") != "ok":
-            lines.append(f"  {r['class']:48} {r['status']:11} {r.get('error', '')}")
+            lines.append(f"  {r['class']:48} {r['status']:11} {r.get('first_error') or r.get('error', '')}")
     return "\n".join(lines)
 
 

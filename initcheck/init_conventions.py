@@ -101,6 +101,8 @@ def expected_std(rec, config: dict | None, strict: bool):
         "Xavier": math.sqrt(2 / (fi + fo)),
         "Kaiming": math.sqrt(2 / fi),
     }
+    if rec.role == T.CONV:   # torchvision's and timm's convs: kaiming_normal_(mode="fan_out")
+        conventions["Kaiming fan_out"] = math.sqrt(2 / fo)
     if ir is not None:
         conventions[label] = float(ir)
     elif decl.t5_factor is not None:

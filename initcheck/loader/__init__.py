@@ -45,7 +45,7 @@ MAX_PATH_CHARS = 1024
 _CONFIG_TYPES = {
     "architectures": (list,), "model_type": (str,), "hidden_act": (str, dict), "initializer_range": (int, float),
     "tie_word_embeddings": (bool,), "vocab_size": (int,), "pad_token_id": (int, list, type(None)),
-    "num_labels": (int,), "hidden_size": (int,), "num_hidden_layers": (int,),
+    "num_labels": (int,), "hidden_size": (int,), "num_hidden_layers": (int, dict),   # LXMERT: layers per modality
     "auto_map": (dict,),
 }
 

@@ -38,6 +38,8 @@ def activation_bytes(config: dict, batch_size: int, seq_len: int, choices: int =
     h = config.get("hidden_size") or config.get("n_embd") or config.get("d_model") or 0
     if layers is None:
         layers = config.get("num_hidden_layers") or config.get("n_layer") or config.get("num_layers") or 0
+        if isinstance(layers, dict):   # LXMERT: {"language": 9, "vision": 5, "cross_encoder": 5}
+            layers = sum(v for v in layers.values() if isinstance(v, int))
     heads = config.get("num_attention_heads") or config.get("n_head") or 1
     vocab = config.get("vocab_size") or 0
     b, s = batch_size * choices, seq_len

@@ -22,18 +22,27 @@ def _figure(plot) -> Markup:
     return Markup(plot)
 
 
+def _draw(plot, *args):
+    """One figure; a plot that fails on odd values (1e308 on a log axis) becomes its stated reason,
+    and the rest of the report still renders."""
+    try:
+        return plot(*args)
+    except Exception as e:  # noqa: BLE001 - a figure must never cost the report
+        return plots.Reason(f"this plot could not be drawn ({type(e).__name__}: {str(e)[:120]}); the data is in the JSON report")
+
+
 def render(data: dict, **kw) -> str:
     flagged = _view.flagged(data)
     probe = data.get("probe") or None
-    figures = {"layers": plots.per_layer(data.get("tensors") or [], flagged)}
+    figures = {"layers": _draw(plots.per_layer, data.get("tensors") or [], flagged)}
     if isinstance(probe, dict) and probe.get("status", "ran") == "ran":
-        figures["loss"] = plots.loss_curve(probe)
-        figures["grad"] = plots.grad_heatmap(probe, flagged)
+        figures["loss"] = _draw(plots.loss_curve, probe)
+        figures["grad"] = _draw(plots.grad_heatmap, probe, flagged)
     run = data.get("run") or None
     if isinstance(run, dict):
-        figures["run_loss"] = plots.run_loss(run)
-        figures["run_eval"] = plots.run_eval(run)
-        figures["run_move"] = plots.run_movement(run, data.get("tensors") or [], flagged)
+        figures["run_loss"] = _draw(plots.run_loss, run)
+        figures["run_eval"] = _draw(plots.run_eval, run)
+        figures["run_move"] = _draw(plots.run_movement, run, data.get("tensors") or [], flagged)
     figures = {k: _figure(v) for k, v in figures.items() if v}
     s = data["summary"]
     groups = _view.finding_groups(data, limit=_MAX_ROWS_PER_RULE)

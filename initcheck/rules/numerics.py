@@ -22,12 +22,18 @@ def non_finite_values(rec, ctx):
     ## Example
     `encoder.layer.3.output.dense.weight` holds 12 NaN values after an fp16 export.
 
+    Harmless look-alike: a one-value clamp bound named `*_min` / `*_max` that is -Inf / +Inf
+    (Gemma 4 audio's clippable linears: `input_min`, `output_max`): infinity is "no clamp".
+    NaN never is.
+
     ## Use instead
     Re-export the checkpoint from the last finite state, or re-initialise the tensor; check the
     conversion that produced it (fp32 -> fp16 overflows to Inf above 65504).
     """
     st = rec.stats
     if st is None or not st.nonfinite:
+        return None
+    if st.numel == 1 and not st.nan and rec.leaf.endswith(("_min", "_max")):
         return None
     return ctx.finding(
         rec.name,

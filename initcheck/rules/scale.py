@@ -3,6 +3,7 @@ their siblings in other blocks or, without siblings, against the rest of the mod
 init, and norm gains against their meaning."""
 
 import math
+import re
 import statistics
 
 from .. import tensors as T
@@ -237,6 +238,7 @@ def norm_gain_range(rec, ctx):
 # --- every weight: against the rest of its model and its init convention ------------------------
 
 SCALED_ROLES = (T.LINEAR, T.CONV, T.RNN)
+_POSITION = re.compile(r"(^|[._])(pos|position)_?emb", re.IGNORECASE)
 
 
 def unit_std(rec) -> float:
@@ -269,8 +271,11 @@ def model_scale(records, config=None) -> list:
     """
     pools = {}
     for r in records:
-        # position tables may be sinusoidal (Whisper's encoder, Marian): not a learned init
-        embedding = r.role == T.EMBEDDING and "pos" not in r.module.lower()
+        # position tables may be sinusoidal (Whisper's encoder, Marian) or trunc_normal(1) whatever
+        # their rank (Kimi's 3-D pos_emb): not a learned layer's init
+        if r.role == T.EMBEDDING and "pos" in r.module.lower() or _POSITION.search(r.name):
+            continue
+        embedding = r.role == T.EMBEDDING
         if ((r.role in SCALED_ROLES or embedding) and r.origin == T.PRETRAINED and r.stats is not None
                 and r.stats.finite and not r.stats.all_zero and r.stats.std > 0):
             pools.setdefault(T.sub_config(r.name, config)[0], []).append(r)
@@ -392,6 +397,8 @@ def _scale_outliers(ctx, scale, measure, median, pool):
             if factor < ctx.opt("warn_ratio"):
                 continue
         lo, hi, label = expected_std(rec, ctx.scan.config, strict=False)
+        if rec.role == T.EMBEDDING and hi < 1.0:   # a table left at nn.Embedding's N(0, 1) by the model's own init
+            hi, label = 1.0, f"{label}, or nn.Embedding's default normal(0, 1)"
         if _ratio_outside(std, lo, hi) < ctx.opt("init_ratio"):
             continue
         severity = ctx.severity if above and factor >= ctx.opt("error_ratio") else "warning"
