@@ -16,10 +16,10 @@ def diff_base(scan, base_path, array_of):
     base = open_checkpoint(base_path)
     base_entries = {e.name: e for e in base.entries}
     names = {r.name for r in scan.records}
-    prefix = _prefix_shift(names, set(base_entries))
+    prefix = prefix_shift(names, set(base_entries))
     changed = []
     for rec in scan.records:
-        be = base_entries.get(rec.name) or base_entries.get(_shift(rec.name, prefix))
+        be = base_entries.get(rec.name) or base_entries.get(shift_name(rec.name, prefix))
         if be is None:
             rec.origin, rec.origin_detail = T.NEW, "not in --base"
             continue
@@ -40,7 +40,7 @@ def diff_base(scan, base_path, array_of):
     scan.facts["base_changed"] = changed
 
 
-def _prefix_shift(names: set, base: set):
+def prefix_shift(names: set, base: set):
     """``("bert.", "")`` when this checkpoint's names are the base's with a prefix added (or removed)."""
     if names & base:
         return None
@@ -52,7 +52,8 @@ def _prefix_shift(names: set, base: set):
     return None
 
 
-def _shift(name: str, prefix):
+def shift_name(name: str, prefix):
+    """``name`` as the other checkpoint spells it, given ``prefix_shift``'s ``(drop, add)``."""
     if prefix is None:
         return name
     add, drop = prefix[1], prefix[0]

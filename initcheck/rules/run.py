@@ -128,7 +128,8 @@ def never_moved(ctx):
     if run.get("train") == "heads" or (backbone <= still and not (heads & still)):
         still -= backbone   # a frozen backbone is IC603's finding
     numel = {r["name"]: r["numel"] or 0 for r in rows}
-    for g in dead_groups(sorted(still, key=list(numel).index), numel):
+    order = {n: i for i, n in enumerate(numel)}   # the checkpoint's order (a dict lookup, not list.index)
+    for g in dead_groups(sorted(still, key=order.__getitem__), numel):
         where = _part(ctx, g["names"])
         yield ctx.finding(g["module"], f"{g['module']}: {g['params']} tensor(s), {g['numel']:,} values, unchanged "
                                        f"{_span(run)} (max |ΔW| = 0, {where}): no gradient reached them",

@@ -119,7 +119,7 @@ def measure_run(run, latest_scan, settings, pack, phase=lambda name: None, adapt
 
 def _movements(run, latest_scan, settings, pack, notes, phase) -> dict:
     """Starting point -> latest, and each checkpoint -> the next, as the JSON's movement keys."""
-    from ..basediff import _prefix_shift, _shift
+    from ..basediff import prefix_shift, shift_name
     from ..loader import open_checkpoint
     from ..loader.limits import Limits
 
@@ -159,8 +159,8 @@ def _movements(run, latest_scan, settings, pack, notes, phase) -> dict:
         a, b = get(i), get(j)
         if a is None or b is None:
             return None
-        shift = _prefix_shift({e.name for e in b.entries}, {e.name for e in a.entries})
-        pairs = comparable(a, b, lambda n: _shift(n, shift))
+        shift = prefix_shift({e.name for e in b.entries}, {e.name for e in a.entries})
+        pairs = comparable(a, b, lambda n: shift_name(n, shift))
         return movement(a, b, pairs), {e.name for e in b.entries if is_float(e.dtype)} - {p[1] for p in pairs}
 
     last = len(seq) - 1
