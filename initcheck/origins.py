@@ -18,9 +18,9 @@ from fnmatch import fnmatchcase
 import numpy as np
 
 from . import tensors as T
-from .addedrows import vocab_matrix
-from .basediff import diff_base
-from .heads import label_static
+from .tensors.addedrows import vocab_matrix
+from .tensors.basediff import diff_base
+from .tensors.heads import label_static
 
 
 def assign(scan, settings):

@@ -223,7 +223,7 @@ def _suppressions(value, path: Path, where: str) -> list:
 
 def describe(settings: Settings) -> str:
     """The effective settings, pack chain and resolved thresholds, as TOML that reads like a config."""
-    from . import native
+    from .tensors import native
     from .engine import select_rules
     from .packs import pack_for
 

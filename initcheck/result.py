@@ -8,7 +8,7 @@ from pathlib import Path
 from . import __version__
 from . import tensors as T
 from .findings import RANK, SEVERITIES
-from .heads import found, reference_std
+from .tensors.heads import found, reference_std
 
 SCHEMA = "initcheck/1"
 _CONFIG_KEYS = ("model_type", "architectures", "hidden_size", "num_hidden_layers", "num_attention_heads",

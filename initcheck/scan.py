@@ -4,7 +4,7 @@ import os
 from collections import deque
 from dataclasses import dataclass, field
 
-from . import stats as S
+from .tensors import stats as S
 from . import tensors as T
 
 

@@ -5,9 +5,10 @@ unexpected or mismatched; every loaded parameter is compared with the bytes on d
 silent re-initialisation. Models too big to load are judged from their meta-device skeleton.
 """
 
-from . import heads, hf, timmfolder
+from . import hf, timmfolder
+from .tensors import heads
 from . import tensors as T
-from .basediff import _change, _same
+from .tensors.basediff import _change, _same
 from .dtypes import itemsize, torch_to_numpy
 from .errors import InputError
 
@@ -254,7 +255,7 @@ def _materialise(model, keys, seed):
 
 def _add_new_records(scan, model, state, fresh, options):
     """New parameters are checked as the model's own init set them."""
-    from . import stats as S
+    from .tensors import stats as S
 
     prefix = getattr(model, "base_model_prefix", "") or ""
     for key in sorted(fresh):

@@ -10,7 +10,7 @@ import torch
 from conftest import edit_tensors, minilm_dir, save
 from initcheck import check
 from initcheck import tensors as T
-from initcheck.init_conventions import expected_std, init_std
+from initcheck.tensors.init_conventions import expected_std, init_std
 
 H = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64)
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from initcheck import native
+from initcheck.tensors import native
 
-SOURCE = Path(native.__file__).with_name("kernels.c")
+SOURCE = Path(native.__file__).parent.parent / "kernels.c"
 
 
 def test_kernel_is_built_wherever_a_compiler_is():
@@ -77,7 +77,8 @@ def test_portable_build_matches_the_reference(tmp_path, monkeypatch):
     from safetensors.torch import save_file
     from test_stats_reference import COSINE, _same, _tensors, reference_compute
 
-    from initcheck import stats as S, tensors as T
+    from initcheck import tensors as T
+    from initcheck.tensors import stats as S
     from initcheck.loader import open_checkpoint
 
     for dtype in ("float32", "float16", "bfloat16", "float8_e4m3fn"):

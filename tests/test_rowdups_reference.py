@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from initcheck import native, rowdups
+from initcheck.tensors import native, rowdups
 from initcheck.dtypes import to_float32
 
 from test_stats_reference import pairwise_duplicates, use

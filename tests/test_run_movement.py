@@ -5,7 +5,7 @@ import pytest
 import torch
 from conftest import bert_config, edit_tensors
 
-from initcheck import native
+from initcheck.tensors import native
 from initcheck.api import check
 from initcheck.run import movement as M
 

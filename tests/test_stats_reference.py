@@ -10,7 +10,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from initcheck import native, rowdups, scan as scan_mod, stats as S, tensors as T
+from initcheck import scan as scan_mod, tensors as T
+from initcheck.tensors import native, rowdups, stats as S
 from initcheck.api import run
 from initcheck.config import Settings
 from initcheck.dtypes import is_float, to_float32

@@ -147,7 +147,7 @@ def test_lstm_scaled_10x_and_100x_is_flagged_and_a_fresh_one_is_not(cli, tmp_pat
 def test_one_lstm_gate_scaled_100x_is_named():
     import numpy as np
 
-    from initcheck import stats as S
+    from initcheck.tensors import stats as S
 
     torch.manual_seed(0)
     w = nn.LSTM(24, 16).weight_hh_l0.detach().clone()

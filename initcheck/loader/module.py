@@ -10,7 +10,7 @@ from .. import tensors as T
 from ..dtypes import torch_to_numpy
 from ..errors import InputError
 from ..scan import Scan
-from ..stats import compute
+from ..tensors.stats import compute
 
 FILE = "<module>"
 

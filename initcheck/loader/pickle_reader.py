@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import InputError
 from .limits import Limits, default_limits
-from .pickle_scan import LEGACY_PROTOCOL, Parsed, Pickle
+from .pickle_types import LEGACY_PROTOCOL, Parsed, Pickle, compat_name
 from .safetensors_file import check_name
 
 MAX_DIMS = 32  # numpy's floor across versions; no real weight comes close
@@ -231,8 +231,6 @@ class _Machine:
                 attr, mod = stack.pop(), stack.pop()
                 if not isinstance(mod, str) or not isinstance(attr, str):
                     raise NeedsTorch("STACK_GLOBAL with computed operands")
-                from .pickle_scan import compat_name
-
                 stack.append(_lookup(".".join(compat_name(mod, attr))))
             elif name in ("REDUCE", "NEWOBJ"):
                 args = stack.pop()

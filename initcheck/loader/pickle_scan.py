@@ -23,69 +23,24 @@ The point of this module is that the bytes we scan are the bytes a loader execut
   torch tries ``tarfile`` first, so a file that is also a tar archive is refused.
 """
 
-import _compat_pickle
 import io
 import mmap
 import os
 import pickletools
 import tarfile
-from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
 from ..errors import InputError
 from .limits import Limits, default_limits
+from .pickle_types import (  # noqa: F401 - re-exported: the scan's public names
+    LEGACY_MAGIC, LEGACY_PICKLES, LEGACY_PROTOCOL, UNRESOLVED, ZIP_MAGIC, Parsed, Pickle, PickleScanError, compat_name,
+)
 from .zipfile_strict import StrictZip, ZipError
-
-# legacy torch.load unpickles: magic number, protocol version, sys_info, the object, storage keys
-LEGACY_PICKLES = 5
-LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
-LEGACY_PROTOCOL = 1001
-UNRESOLVED = "<unresolved>"
-ZIP_MAGIC = b"PK\x03\x04"
 
 _STRINGS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING", "SHORT_BINSTRING"}
 _GETS = {"GET", "BINGET", "LONG_BINGET"}
 _PUTS = {"PUT", "BINPUT", "LONG_BINPUT"}
 _ANY = object()
-
-
-class PickleScanError(Exception):
-    """The opcode stream is malformed, ambiguous or too large to scan."""
-
-
-@dataclass
-class Pickle:
-    """One pickle as a loader reads it: its opcodes ``(name, arg, pos)`` and where it ends."""
-
-    where: str
-    ops: list
-    start: int
-    end: int
-
-
-@dataclass
-class Parsed:
-    """A pickle-based checkpoint, parsed once for the scan and the reader.
-
-    ``kind`` is ``"zip"`` (torch.save), ``"legacy"`` (pre-1.6 torch.save: ``pickles`` holds all
-    five and ``data_start`` is where the raw storages begin) or ``"pickle"`` (any other pickle
-    file: what ``torch.load`` would refuse after running its first pickle).
-    """
-
-    kind: str
-    buf: object  # the mmap of the file
-    globals: list = field(default_factory=list)
-    pickles: list = field(default_factory=list)
-    zip: StrictZip | None = None
-    data_start: int = 0
-    limits: Limits | None = None
-
-    def close(self):
-        # numpy views may still point into the map (they do not pin it: closing it would leave them
-        # dangling); dropping our references is enough, the map closes when the last view goes away
-        self.zip = None
-        self.pickles = []
-        self.buf = None
 
 
 def scan_file(path: str, rel: str, limits: Limits | None = None) -> list:
@@ -164,8 +119,6 @@ def _parse_legacy(buf, path, limits: Limits) -> Parsed:
     if _is_tar(path):
         # torch.load tries the pre-1.0 tar format first: it would read the tar's members, not this stream
         raise PickleScanError("file is a tar archive (torch's oldest format): refusing a file readers could read two ways")
-    from .pickle_reader import evaluate  # the reader builds on this module
-
     f, budget = _MapFile(buf), [limits.pickle_max_opcodes]
     try:
         first = read_pickle(f, "pickle #1", limits, budget)
@@ -174,10 +127,7 @@ def _parse_legacy(buf, path, limits: Limits) -> Parsed:
             raise PickleScanError("neither a zip archive nor a pickle stream (not a PyTorch checkpoint)") from None
         raise
     pickles = [first]
-    try:
-        magic = evaluate(first, limits=limits)
-    except Exception:  # noqa: BLE001 - not plain data: not a torch file (torch would stop after it)
-        magic = None
+    magic = _plain_int(first)
     if magic != LEGACY_MAGIC or isinstance(magic, bool):
         # not a torch file: torch.load runs this first pickle, then stops on the magic number. Scan
         # what follows as long as it reads as pickles, for the report; none of it is loaded.
@@ -194,6 +144,30 @@ def _parse_legacy(buf, path, limits: Limits) -> Parsed:
             raise PickleScanError(f"legacy torch file ends after pickle #{i} of {LEGACY_PICKLES}")
         pickles.append(read_pickle(f, f"pickle #{i + 1}", limits, budget))
     return Parsed("legacy", buf, pickles=pickles, data_start=f.tell())
+
+
+def _plain_int(p: Pickle):
+    """The integer a pickle of one integer holds (legacy torch's magic number), else None.
+
+    The few opcodes such a pickle can use, run on a stack; anything else is not plain data, so not a
+    torch file (torch would stop after unpickling it)."""
+    stack = []
+    for name, arg, _pos in p.ops:
+        if name in _INTS:
+            stack.append(arg)
+        elif name == "POP" and stack:
+            stack.pop()
+        elif name == "DUP" and stack:
+            stack.append(stack[-1])
+        elif name == "STOP":
+            return stack[-1] if len(stack) == 1 else None
+        elif name not in _NO_EFFECT:
+            return None
+    return None
+
+
+_INTS = {"INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4"}
+_NO_EFFECT = {"PROTO", "FRAME", "PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"}
 
 
 class _MapFile:
@@ -290,13 +264,6 @@ def _raw_global(f, pos: int, where: str) -> tuple:
     except UnicodeDecodeError:
         raise PickleScanError(f"{where}: global name at byte {pos} is not UTF-8") from None
     return compat_name(module, name)
-
-
-def compat_name(module: str, name: str) -> tuple:
-    """Python 2 names (``__builtin__``, ``copy_reg``, ...) as Python 3 and torch resolve them."""
-    if (module, name) in _compat_pickle.NAME_MAPPING:
-        return _compat_pickle.NAME_MAPPING[(module, name)]
-    return _compat_pickle.IMPORT_MAPPING.get(module, module), name
 
 
 def globals_in_stream(f, where: str) -> list:

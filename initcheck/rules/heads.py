@@ -6,7 +6,7 @@ from fnmatch import fnmatchcase
 import numpy as np
 
 from .. import tensors as T
-from ..addedrows import row_profile, trailing_block, vocab_matrix
+from ..tensors.addedrows import row_profile, trailing_block, vocab_matrix
 from . import rule
 
 

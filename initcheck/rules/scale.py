@@ -7,8 +7,8 @@ import re
 import statistics
 
 from .. import tensors as T
-from ..heads import found, reference_std
-from ..init_conventions import expected_std, init_std
+from ..tensors.heads import found, reference_std
+from ..tensors.init_conventions import expected_std, init_std
 from . import rule
 from .zeros import allowed
 
@@ -250,7 +250,7 @@ def unit_std(rec) -> float:
 
 def _scales(rec) -> list:
     """``[(what, std)]``: the whole tensor, or each gate of an RNN weight."""
-    from ..stats import gate_stds
+    from ..tensors.stats import gate_stds
 
     gates = gate_stds(rec, rec.stats) if rec.role == T.RNN else []
     if len(gates) > 1:

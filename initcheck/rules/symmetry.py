@@ -1,7 +1,7 @@
 """Symmetric neurons: units that compute the same function and so receive the same gradient."""
 
 from .. import tensors as T
-from ..topology import head_chains
+from ..tensors.topology import head_chains
 from . import rule
 from .zeros import allowed
 

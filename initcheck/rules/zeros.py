@@ -3,7 +3,7 @@
 from fnmatch import fnmatchcase
 
 from .. import tensors as T
-from ..topology import head_chains
+from ..tensors.topology import head_chains
 from . import rule
 
 

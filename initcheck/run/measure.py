@@ -119,7 +119,7 @@ def measure_run(run, latest_scan, settings, pack, phase=lambda name: None, adapt
 
 def _movements(run, latest_scan, settings, pack, notes, phase) -> dict:
     """Starting point -> latest, and each checkpoint -> the next, as the JSON's movement keys."""
-    from ..basediff import prefix_shift, shift_name
+    from ..tensors.basediff import prefix_shift, shift_name
     from ..loader import open_checkpoint
     from ..loader.limits import Limits
 

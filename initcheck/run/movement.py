@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .. import native
+from ..tensors import native
 from ..dtypes import is_float, to_float32
 
 CHUNK = 1 << 17   # values per chunk: two float32 buffers stay in a core's L2 cache

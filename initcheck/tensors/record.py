@@ -11,7 +11,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from .dtypes import is_float
+from ..dtypes import is_float
 
 # roles
 LINEAR = "linear"          # 2-D weight: rows are output units (after undoing GPT-2's Conv1D transpose)

@@ -13,7 +13,7 @@ from functools import lru_cache
 import numpy as np
 
 from . import native
-from .dtypes import to_float32
+from ..dtypes import to_float32
 
 SUBSET_COLS = 64      # columns hashed; verification always uses the full row
 BANDS = 4             # independent hash tables: more bands, better recall for near duplicates

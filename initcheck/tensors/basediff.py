@@ -6,12 +6,12 @@ tensor is noted in ``scan.facts["base_changed"]`` (IC205).
 
 import numpy as np
 
-from . import tensors as T
-from .dtypes import to_float32
+from . import record as T
+from ..dtypes import to_float32
 
 def diff_base(scan, base_path, array_of):
     """Compare with the pretrained checkpoint the fine-tune starts from."""
-    from .loader import open_checkpoint
+    from ..loader import open_checkpoint
 
     base = open_checkpoint(base_path)
     base_entries = {e.name: e for e in base.entries}

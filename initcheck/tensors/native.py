@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .dtypes import _FP8
+from ..dtypes import _FP8
 
-LIBRARY = Path(__file__).with_name("_kernels.so")
+LIBRARY = Path(__file__).parent.parent / "_kernels.so"   # built at the package root (hatch_build.py)
 _KINDS = {"float32": 0, "float16": 1, "bfloat16": 2, "float8_e4m3fn": 3, "float8_e5m2": 3}
 
 

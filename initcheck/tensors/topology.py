@@ -7,7 +7,7 @@ poolers, projections), where one layer's output is the next layer's input.
 
 import re
 
-from . import tensors as T
+from . import record as T
 
 _INDEX = re.compile(r"\.(\d+)$")
 

@@ -15,9 +15,9 @@ checkpoint, so "absent from the checkpoint" no longer tells the head apart. Stru
 User labels (``--head``, ``--base``, adapter folders) are applied after and win.
 """
 
-from . import tensors as T
+from . import record as T
 from .init_conventions import expected_std
-from .timmfolder import classifier_prefixes
+from ..timmfolder import classifier_prefixes
 from .topology import head_chains
 
 # classes whose extra modules are a pretraining or generation head (an LM head, an MLM head):

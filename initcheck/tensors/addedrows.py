@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import tensors as T
+from . import record as T
 
 # modules that hold positions or segments, not a vocabulary: their last rows are no added tokens
 _NOT_VOCAB = ("position", "wpe", "pos_emb", "token_type", "segment")

@@ -15,7 +15,7 @@
 import math
 from dataclasses import dataclass
 
-from . import tensors as T
+from . import record as T
 
 
 @dataclass

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import native
-from . import tensors as T
-from .dtypes import _FP8, is_float, to_float32
+from . import record as T
+from ..dtypes import _FP8, is_float, to_float32
 from .rowdups import find_duplicate_rows, subset_columns
 
 CHUNK_ELEMENTS = 1 << 18      # 256K values a chunk: raw + decoded (1.5 MB) stay in L2/L3
