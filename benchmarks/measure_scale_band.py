@@ -8,7 +8,13 @@ below a layer scaled by 10 or 100. For each real checkpoint shipped in the test 
 - the distribution of every weight's factor from its model's median scale (std for models
   whose config declares initializer_range, else std·sqrt(3·fan_in); RNN weights gate by gate);
 - for each weight scaled by 10 and by 100 in turn (its statistics scaled, as a planted copy
-  would measure), whether IC106 or IC110 flags it, and at what severity.
+  would measure), whether IC106 or IC110 flags it, and at what severity;
+- the model's drift from its own init (the median weight's std over PyTorch's default init, or
+  over initializer_range), which sets how far a stored head may move (IC105's
+  head_drift_ratio), and each head's factor above its init band.
+
+Files that hold pickled objects besides tensors (PESTO's Lightning .ckpt, the YOLO detector) are
+read by initcheck's own reader; the pickle's verdict (IC401/IC404) is not counted here.
 
 Run: python benchmarks/measure_scale_band.py   (a few seconds)
 """
@@ -24,7 +30,9 @@ from initcheck.api import scan_path
 from initcheck.config import settings_from
 from initcheck.engine import run_rules, select_rules
 from initcheck.packs import pack_for
-from initcheck.rules.scale import model_scale, scale_factor
+from initcheck import tensors as T
+from initcheck.rules.scale import model_drift, model_scale, scale_factor
+from initcheck.tensors.heads import reference_std
 
 
 def real_weights() -> dict:
@@ -37,7 +45,10 @@ def real_weights() -> dict:
                            ("CRNN + BiLSTM", "khmer_ocr_ocm", "assets/model.pth"),
                            ("pocketnet", "pocketnet", "weights/v3_fold0.pt"),
                            ("Silero VAD (Conv1d + LSTMCell)", "silero_vad", "data/silero_vad_16k.safetensors"),
-                           ("BiLSTM + attention diacritizer", "diacritize", "assets/bilstm_best.pt")):
+                           ("BiLSTM + attention diacritizer", "diacritize", "assets/bilstm_best.pt"),
+                           ("FCPE conformer (weight-normed output)", "torchfcpe", "assets/fcpe_c_v001.pt"),
+                           ("PESTO (Lightning .ckpt)", "pesto", "weights/mir-1k_g7.ckpt"),
+                           ("YOLOv8-OBB detector (fp16)", "tau_fibrils_yolo", "model/100ep.pt")):
         spec = importlib.util.find_spec(pkg)
         if spec and spec.submodule_search_locations:
             p = Path(next(iter(spec.submodule_search_locations))) / rel
@@ -55,7 +66,7 @@ def scaled(st, k):
 
 
 def main():
-    settings = settings_from(probe=False, select=["IC106", "IC110"])
+    settings = settings_from(probe=False, select=["IC106", "IC110", "IC111"])
     pack = pack_for(settings)
     rules = select_rules(pack, settings.select, settings.ignore)
     opts = pack.rules["IC110"]
@@ -75,6 +86,12 @@ def main():
         clean = run_rules(scan, pack, rules)
         print(f"{name}: {len(pool)} weights; factor from the model's median: min {ups[0]:.2f} (1/{1 / ups[0]:.1f}), "
               f"median {statistics.median(ups):.2f}, max {ups[-1]:.2f} ({max(factors)[1]}); clean findings: {len(clean)}")
+        print(f"   drift from its own init: {model_drift(scan.records, scan.config) or 1.0:.2f}; weights at PyTorch's default init: "
+              f"{sum(1 for r in scan.records if r.stats is not None and r.stats.default_init)}")
+        for rec in scan.records:
+            if rec.origin == T.HEAD and rec.role in (T.LINEAR, T.CONV) and rec.stats is not None:
+                lo, hi, _ = reference_std(rec, scan.config)
+                print(f"   stored head {rec.name} {list(rec.shape)}: std {rec.stats.std:.4g}, {rec.stats.std / hi:.2f}x its init band's top")
         for k in (10, 100):
             caught, sev = 0, {"error": 0, "warning": 0}
             for rec in pool:

@@ -97,7 +97,9 @@ def scan_path(path, pack, settings: Settings):
     from .loader.limits import Limits
 
     ckpt = open_checkpoint(path, safe_globals=list(pickle_opts.get("safe_globals", [])) + list(pickle_opts.get("allow", [])),
-                           limits=Limits.from_scan(pack.scan), side_globals=list(pickle_opts.get("side_file_globals", [])))
+                           limits=Limits.from_scan(pack.scan), side_globals=list(pickle_opts.get("side_file_globals", [])),
+                           inert_globals=dict(pickle_opts.get("inert", {})),
+                           beside=True)   # score_head.pt beside the model is judged too (issue 30)
     records = scan_mod.records_for(ckpt, pack.scan)
     scan = scan_mod.Scan(path=str(path), records=records, config=ckpt.config, checkpoint=ckpt,
                          files=[f.as_dict() for f in ckpt.files + ckpt.other_files])
@@ -145,10 +147,30 @@ def scan_run(run_folder, pack, settings: Settings):
         scan = scan_path(latest, pack, plain)
     else:
         scan = scan_mod.Scan(path=str(run_folder.root), records=[])
+    _scan_run_files(scan, run_folder.root, latest, pack)
     moving = dataclasses.replace(settings, base=None) if adapter else settings
     scan.facts["run"] = measure_run(run_folder, scan, moving, pack, phase=lambda name: _phase(settings, name),
                                     adapter_base=settings.base if adapter else None)
     return scan
+
+
+def _scan_run_files(scan, root, latest, pack):
+    """Every file of the run beside the latest checkpoint's own (the root's, every other checkpoint's):
+    scanned for pickles like a model folder's side files, so a hostile ``checkpoint-10/optimizer.pt``
+    or a root ``evil.pkl`` gets its IC401. Paths are relative to the run folder."""
+    from .loader import Checkpoint, scan_folder_files
+    from .loader.limits import Limits
+
+    if latest is not None and latest.resolve() == root.resolve():
+        return  # the final save at the top: its walk already covered the whole run
+    if scan.checkpoint is None:
+        scan.checkpoint = Checkpoint(path=root, root=root)
+    ckpt, opts = scan.checkpoint, pack.rules.get("IC401", {})
+    allowed = [*opts.get("safe_globals", []), *opts.get("allow", []), *opts.get("side_file_globals", [])]
+    skip = latest.relative_to(root).as_posix() if latest is not None else ""
+    n = len(ckpt.other_files)
+    scan_folder_files(ckpt, root, allowed, Limits.from_scan(pack.scan), dict(opts.get("inert", {})), skip=skip)
+    scan.files = (scan.files or []) + [f.as_dict() for f in ckpt.other_files[n:]]
 
 
 def _finish_origins(scan, settings, pack):

@@ -67,10 +67,13 @@ def main():
 def _fail(e: Exception, debug: bool):
     if debug:
         raise e
+    from .report.terminal import printable
+
     if isinstance(e, InputError):
-        click.echo(f"initcheck: error: {e}", err=True)
+        click.echo(f"initcheck: error: {e.line()}", err=True)
     else:
-        click.echo(f"initcheck: error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} (--debug shows the traceback)", err=True)
+        first = str(e).splitlines()[0] if str(e) else ""
+        click.echo(f"initcheck: error: {type(e).__name__}: {printable(first)} (--debug shows the traceback)", err=True)
     sys.exit(2)
 
 
@@ -95,7 +98,9 @@ def check_options(f):
         click.option("--num-labels", type=int, default=None, help="Labels of the task head (with --task)."),
         click.option("--base", type=click.Path(exists=False), default=None, help="The pretrained checkpoint this one (or this training run) started from."),
         click.option("--head", "heads", multiple=True, help="Glob of parameter names that are new (repeatable)."),
-        click.option("--trust-remote-code", is_flag=True, default=False, help="Allow custom model code from the folder."),
+        click.option("--trust-remote-code", is_flag=True, default=False,
+                     help="RUN the checkpoint's own Python code (auto_map, *.py) to build its model, tokenizer and "
+                          "processor, with your permissions. Only for code you have read; never set by a config file."),
         click.option("--probe/--no-probe", "probe", default=None, help="Run (or skip) the short probe training run."),
         click.option("--probe-steps", type=int, default=None, help="Probe training steps (default 20, at least 1)."),
         click.option("--lr", type=float, default=None, help="Probe learning rate (default 5e-5, AdamW; above 0)."),
@@ -114,11 +119,17 @@ def check_options(f):
     return f
 
 
-def build_settings(config_file=None, **cli) -> Settings:
-    """Project config first, then CLI flags on top (flags given as None keep the config's value)."""
+def build_settings(config_file=None, target=None, **cli) -> Settings:
+    """Project config first, then CLI flags on top (flags given as None keep the config's value).
+    ``target``: the path being checked; a project config found inside it (or inside ``--base``)
+    is not applied, and a note on stderr says so."""
     from .project import load_project_settings
 
-    settings = load_project_settings(config_file)
+    settings = load_project_settings(config_file, checked=(target, cli.get("base")))
+    if settings.config_ignored:
+        from .report.terminal import printable
+
+        click.echo(f"initcheck: note: {printable(settings.config_ignored)}", err=True)
     for key, value in cli.items():
         if key in ("select", "ignore", "heads"):
             value = _split(value) if key != "heads" else list(value)
@@ -219,13 +230,21 @@ def check(ctx, path, formats, outputs, quiet, verbose, revision, write_baseline,
     its training log is judged, how far each tensor moved is measured (from --base, else the
     earliest checkpoint), and its latest checkpoint gets the static checks."""
     progress = None
+    from .loader.safetensors_file import guard_sigbus
+
+    guard_sigbus()  # a checkpoint truncated under its mmap: one line and exit 2, not a silent SIGBUS death
     try:
         order = ctx.meta.get("initcheck.output_order") or ["formats"] * len(formats) + ["outputs"] * len(outputs)
         stdout_fmt, files = plan_outputs(order, formats, outputs)
         if stdout_fmt is None and not files:
             stdout_fmt = "text"
-        settings = build_settings(**cli)
+        settings = build_settings(target=path, **cli)
         settings.command = "initcheck " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        if settings.trust_remote_code:   # the one way initcheck runs a checkpoint's code: never silently
+            from .report.terminal import printable
+
+            click.echo(f"initcheck: warning: --trust-remote-code: transformers will import and run the Python code in "
+                       f"{printable(path)} (auto_map, *.py) with your permissions", err=True)
         used = {stdout_fmt} | {f for f, _ in files}
         # audit formats carry every file's SHA-256; a JSON-only run skips it (on a multi-GB
         # checkpoint hashing costs more than the whole static scan)
@@ -296,14 +315,17 @@ def _width() -> int:
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default="initcheck-demo.html",
               help="Where to write the demo's report (HTML, or JSON if the name ends in .json).")
 @click.option("--keep", type=click.Path(file_okay=False), default=None, help="Keep the demo checkpoint in this folder.")
-def demo(output, keep):
+@click.option("--layout", type=click.Choice(["task", "split"]), default="task", show_default=True,
+              help="task: a RobertaForSequenceClassification saved with save_pretrained; split: a RobertaModel "
+                   "saved with save_pretrained and the head beside it in score_head.pt, as vendors ship it.")
+def demo(output, keep, layout):
     """Build a tiny real RoBERTa classifier with a zero-initialised two-layer head, check it, write the report.
 
     Exits 0 when initcheck caught the planted defects, 1 if it missed them.
     """
     from .demo import run_demo
 
-    sys.exit(run_demo(output, keep))
+    sys.exit(run_demo(output, keep, layout))
 
 
 @main.command("rules")

@@ -45,6 +45,7 @@ class Settings:
     hashes: bool = False                # SHA-256 of every file (HTML / audit reports)
     command: str | None = None
     config_file: str | None = None      # the project config these settings came from
+    config_ignored: str | None = None   # a project config found inside the checked folder, and why it was not applied
 
     def validate(self):
         if self.fail_on not in RANK:

@@ -13,3 +13,10 @@ class InputError(Exception):
         self.path = str(path) if path is not None else None
         self.problem = problem
         super().__init__(f"{self.path}: {problem}" if self.path else problem)
+
+    def line(self) -> str:
+        """The one line the CLI prints: file names and values from the checkpoint may hold
+        control characters, escaped here so that none reaches the terminal raw."""
+        from .report.terminal import printable
+
+        return printable(str(self))

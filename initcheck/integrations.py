@@ -39,7 +39,9 @@ def failure_message(report) -> str:
     for f in bad[:_MAX_NAMED]:
         lines.append(f"  {f.rule} {f.name} {f.param or '(model)'}: {f.message}")
     lines.append("Fix the initialisation, suppress with a reason in [tool.initcheck], or pass warn_only=True.")
-    return "\n".join(lines)
+    from .report.terminal import printable   # names and messages may carry the checkpoint's control characters
+
+    return "\n".join(printable(line) for line in lines)
 
 
 def summary_line(report) -> str:
@@ -126,7 +128,12 @@ class InitCheckCallback(TrainerCallback):
         unknown = sorted(set(options) - known)
         if unknown:
             raise TypeError(f"unknown option(s): {', '.join(unknown)}")
-        settings = load_project_settings(self.config_file)
+        # the folders under review: --base (pretrained=) and the folder the model was loaded from; a
+        # project config inside one of them is the checkpoint's, not the project's: not applied
+        source = getattr(getattr(model, "config", None), "_name_or_path", None)
+        settings = load_project_settings(self.config_file, checked=(options.get("base"), source))
+        if settings.config_ignored:
+            logger.warning("initcheck: %s", settings.config_ignored)
         options.update(probe=self.probe, **({"fail_on": self.fail_on} if self.fail_on is not None else {}))
         for key, value in options.items():
             if key == "suppress":   # suppressions add up: the project's and the callback's
@@ -193,7 +200,9 @@ def pre_commit_main(argv=None) -> int:
         options, files = argv[:n], argv[n:]
     worst = 0
     for target in targets_for(files):
-        print(f"initcheck: checking {target}", flush=True)
+        from .report.terminal import printable
+
+        print(f"initcheck: checking {printable(target)}", flush=True)
         try:
             main.main(args=["check", *options, target], prog_name="initcheck", standalone_mode=False)
             code = 0

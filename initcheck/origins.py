@@ -1,25 +1,30 @@
 """Where each tensor came from: pretrained, head (a stored task head), new (a head initialised by
 code), resized (added rows) or adapter.
 
-Five sources of truth, strongest last:
+Six sources of truth, strongest last:
 - structure (``heads``): a task class's tensors outside its backbone, timm's classifier, or the
   terminal layer of a plain state dict are a stored head;
 - a PEFT adapter folder: LoRA tensors are adapters; ``modules_to_save`` copies are new (a
   stored head once the adapter has trained) and are judged against the base model's own init;
-- ``--head GLOB``: the user names the new modules;
+- a weight file beside the model (``score_head.pt``, tensors named ``FILE:KEY``): a head when its
+  first layer takes the backbone's hidden size (``tensors.headfiles``), applied after ``--base``;
+- ``--head GLOB``: the user names the new modules (a glob matching no tensor is bad input);
 - ``--base DIR``: a tensor absent from the base is new, a bigger embedding is resized, a
   changed tensor is noted (``scan.facts["base_changed"]``);
 - the task model (``--task``, or config.json's ``architectures`` naming a task class):
   ``taskmodel`` reads transformers' load report (``basediff`` holds the ``--base`` diff).
 """
 
+import difflib
 from fnmatch import fnmatchcase
 
 import numpy as np
 
 from . import tensors as T
+from .errors import InputError
 from .tensors.addedrows import vocab_matrix
 from .tensors.basediff import diff_base
+from .tensors.headfiles import relate_side_files
 from .tensors.heads import label_static
 
 
@@ -31,8 +36,9 @@ def assign(scan, settings):
         scan.facts["adapter_config"] = ckpt.adapter_config
         adapter_base(scan, settings)
         label_adapter(scan, ckpt.adapter_config, lambda rec: ckpt.array(entries[rec.name]))
+        relate_side_files(scan, _base_config(settings))
         return
-    label_static(scan)  # structure first: --head and --base below override it
+    label_static(scan, base=settings.base)  # structure first: --head and --base below override it
     for rec in scan.records:
         # untied LM heads: their row norms show added vocabulary rows without --base (IC206); the
         # scan keeps row norms for embeddings, and for records flagged here
@@ -41,20 +47,46 @@ def assign(scan, settings):
     if ckpt is not None:
         entries = {e.name: e for e in ckpt.entries}
         apply_user_labels(scan, settings, lambda rec: ckpt.array(entries[rec.name]))
+        relate_side_files(scan, _base_config(settings))   # score_head.pt beside the model: after --base, which cannot pair FILE:KEY names
     else:
         apply_user_labels(scan, settings, None)
 
 
+def _base_config(settings):
+    """``--base``'s config.json, or None."""
+    from pathlib import Path
+
+    from .loader import read_json
+
+    if settings.base is None or not (Path(settings.base) / "config.json").is_file():
+        return None
+    return read_json(Path(settings.base) / "config.json", str(Path(settings.base) / "config.json"), "config.json")
+
+
 def apply_user_labels(scan, settings, array_of):
     """Apply ``--head`` globs and the ``--base`` diff. ``array_of(rec)`` gives a record's raw values."""
+    for g in settings.heads:   # a typo would silently judge nothing as new: bad input, before the --base diff
+        if not any(_head_match(rec.name, g) for rec in scan.records):
+            raise InputError(None, f"--head {g!r} matches no tensor; nearest: {', '.join(nearest_names(g, scan.records))}")
     if settings.base and array_of is not None:
         diff_base(scan, settings.base, array_of)
     for rec in scan.records:
-        if any(fnmatchcase(rec.name, g) or fnmatchcase(rec.name, g + ".*") for g in settings.heads):
+        if any(_head_match(rec.name, g) for g in settings.heads):
             rec.origin, rec.origin_detail = T.NEW, "--head"
     for rec in scan.records:
         if rec.origin != T.HEAD:   # relabelled by --head or --base: structure no longer explains it
             rec.extra.pop("head_found", None)
+
+
+def _head_match(name: str, glob: str) -> bool:
+    return fnmatchcase(name, glob) or fnmatchcase(name, glob + ".*")
+
+
+def nearest_names(glob: str, records, n: int = 3) -> list:
+    """The tensor names closest to ``glob`` (its wildcards left out), for a --head that matches none."""
+    bare = glob.replace("*", "").replace("?", "")
+    names = sorted({r.name for r in records})
+    return difflib.get_close_matches(bare, names, n=n, cutoff=0.0) or names[:n]
 
 
 def finish(scan, settings, options, auto_task=True):

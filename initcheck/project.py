@@ -1,13 +1,16 @@
 """Project config: ``[tool.initcheck]`` in the nearest pyproject.toml, or an initcheck.toml.
 
-Where it is looked for: upward from the current working directory, the first folder that holds
-an ``initcheck.toml`` (top-level keys) or a ``pyproject.toml`` with a ``[tool.initcheck]``
-table; in one folder initcheck.toml wins. ``--config FILE`` names one explicitly.
+Where it is looked for: upward from the current working directory, up to the repository root
+(the first folder holding ``.git``), the first folder that holds an ``initcheck.toml`` (top-level
+keys) or a ``pyproject.toml`` with a ``[tool.initcheck]`` table; in one folder initcheck.toml
+wins. ``--config FILE`` names one explicitly.
 
-Not from the checkpoint's folder: the config is the *project's* policy (its pack, its
+Never from the checkpoint's folder: the config is the *project's* policy (its pack, its
 suppressions with their reasons), while the checkpoint is the input under review, often a
-download from someone else. A config file shipped next to the weights could otherwise
-suppress its own defects.
+download from someone else. A config file shipped next to the weights could otherwise ignore
+IC401 and set ``fail-on = "never"``. So a config found by the search whose folder is inside a
+folder being checked (``cd model && initcheck .``) is ignored, and ``Settings.config_ignored``
+says so (the CLI prints it on stderr, the report carries it).
 
 Keys (kebab-case; snake_case is accepted too)::
 
@@ -80,7 +83,8 @@ _TYPE_NAMES = {_STR: "a string", _INT: "an integer", _FLOAT: "a number", _BOOL: 
 
 
 def find_project_config(start=None) -> Path | None:
-    """The nearest initcheck.toml, or pyproject.toml with [tool.initcheck], from ``start`` upward."""
+    """The nearest initcheck.toml, or pyproject.toml with [tool.initcheck], from ``start`` upward
+    to the repository root (the first folder holding ``.git``)."""
     folder = Path(start or os.getcwd()).resolve()
     for d in (folder, *folder.parents):
         own = d / "initcheck.toml"
@@ -89,11 +93,35 @@ def find_project_config(start=None) -> Path | None:
         py = d / "pyproject.toml"
         if py.is_file() and "initcheck" in read_toml(py, "config").get("tool", {}):
             return py
+        if (d / ".git").exists():
+            break
     return None
 
 
-def load_project_settings(config_file=None) -> Settings:
+def checked_folder_holding(config: Path, checked) -> str | None:
+    """The folder being checked (or a checked file's folder) that holds ``config``, or None.
+
+    ``checked``: the paths under review (the checkpoint, ``--base``); a Hub id or a missing path
+    holds nothing here."""
+    where = config.resolve().parent
+    for target in checked:
+        if not target:
+            continue
+        p = Path(target)
+        if not p.exists():
+            continue
+        folder = (p if p.is_dir() else p.parent).resolve()
+        if where == folder or folder in where.parents:
+            return str(target)
+    return None
+
+
+def load_project_settings(config_file=None, checked=()) -> Settings:
     """Settings from the project config (``config_file``, or the nearest one), not yet validated.
+
+    A config found by the search (not named by ``config_file``) inside one of the ``checked``
+    folders is ignored: the checkpoint must not configure its own check. ``config_ignored``
+    then says which file and why.
 
     Raises:
         InputError: the file is missing or invalid, or a key, type, rule or suppression is wrong.
@@ -101,6 +129,11 @@ def load_project_settings(config_file=None) -> Settings:
     path = Path(config_file) if config_file else find_project_config()
     s = Settings()
     if path is None:
+        return s
+    holder = None if config_file else checked_folder_holding(path, checked)
+    if holder is not None:
+        s.config_ignored = (f"{path} was not applied: it lies inside {holder}, the folder being checked "
+                            "(a checkpoint does not configure its own check; pass --config to use it)")
         return s
     if not path.is_file():
         raise InputError(path, "no such config file")
@@ -236,7 +269,7 @@ def describe(settings: Settings) -> str:
              "", "[settings]"]
     defaults = Settings()
     for f in fields(Settings):
-        if f.name in ("overrides", "suppress", "batch", "progress", "hashes", "command", "config_file"):
+        if f.name in ("overrides", "suppress", "batch", "progress", "hashes", "command", "config_file", "config_ignored"):
             continue
         value = getattr(settings, f.name)
         note = "" if value == getattr(defaults, f.name) else "  # set"
@@ -282,4 +315,6 @@ def _toml(v) -> str:
         return repr(v)
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml(x) for x in v) + "]"
+    if isinstance(v, dict):  # an inline table (IC401's inert classes and their reasons)
+        return "{" + ", ".join(f"{json.dumps(str(k), ensure_ascii=False)} = {_toml(x)}" for k, x in v.items()) + "}"
     return json.dumps(str(v), ensure_ascii=False)

@@ -84,6 +84,8 @@ class Report:
                      "transformers": _version("transformers"), "safetensors": _version("safetensors")},
             "created": self.created,
             "command": self.settings.command,
+            # issue 22: a config inside the checked folder is never applied; the report says so
+            "project_config": {"file": self.settings.config_file, "ignored": getattr(self.settings, "config_ignored", None)},
             "verdict": "pass" if self.passed else "fail",
             "fail_on": self.settings.fail_on,
             "summary": self.summary(),
@@ -99,7 +101,7 @@ class Report:
             },
             "new": {"new": new[T.NEW], "adapter": new[T.ADAPTER], "resized": resized,
                     "pretrained": sum(1 for r in scan.records if r.origin == T.PRETRAINED),
-                    "head": new[T.HEAD], "heads": heads},
+                    "head": new[T.HEAD], "heads": heads, "backbone": _backbone(scan)},
             "load_report": scan.load_report,
             "findings": [f.to_dict() for f in self.findings],
             "rules": [_rule_row(r, self.pack.rules.get(r.id, {})) for r in self.rules],
@@ -119,6 +121,12 @@ class Report:
     def write_html(self, path):
         with open(path, "w", encoding="utf-8") as f:
             f.write(self.render("html"))
+
+
+def _backbone(scan):
+    """The transformers backbone found inside a wrapper's keys (prefix, class, source), or what was tried."""
+    found = scan.facts.get("backbone")
+    return dict(found) if found else None
 
 
 def _num(x):

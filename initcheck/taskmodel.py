@@ -61,6 +61,10 @@ def task_recipe(scan, settings, auto_task=True) -> dict | None:
         model_class = TASK_AUTO[task][0]
     elif not auto_task:
         return None
+    elif (scan.facts.get("backbone") or {}).get("prefix"):
+        # a wrapper's state dict (the backbone under 'vlm.'): its own code loads it, not from_pretrained,
+        # so a task model built from config.json would only report a backbone it never loads
+        return None
     else:
         arch = cfg.get("architectures")
         arch = arch[0] if isinstance(arch, list) and arch and isinstance(arch[0], str) else None
@@ -147,6 +151,7 @@ def load_task_model(scan, recipe, options):
     """
     ckpt = scan.checkpoint
     _torch_may_unpickle(ckpt)
+    _bounded_config(scan.config, recipe, ckpt.entries, options)  # issue 22: before anything is built
     need = sum(e.numel * itemsize(e.dtype) for e in ckpt.entries)
     share, avail = options["task_model_memory_fraction"], hf.mem_available()
     if avail is None or need <= share * avail or recipe.get("library") == "timm":
@@ -172,11 +177,39 @@ def load_task_model(scan, recipe, options):
     # stored heads (outside base_model_prefix) and the std the model's own init gives them
     heads.label_from_model(scan, model, fresh, recipe, lambda k: _shift_model_key(k, prefix, scan.by_name))
     if report["status"] == "ran":
-        _verify_loaded(scan, state, fresh, report)
+        _verify_loaded(scan, model, state, fresh, report)
     for name in report["unexpected"]:
         if name in scan.by_name:
             scan.by_name[name].origin_detail = f"unused by {type(model).__name__}"
     scan.load_report = report
+
+
+def _bounded_config(config, recipe, entries, options):
+    """Issue 22: the matrices config.json sizes (labels x hidden: ``num_labels``, ``id2label``,
+    ``--num-labels``; vocab x hidden: ``vocab_size``) may hold at most ``config_max_param_ratio``
+    times the parameters the checkpoint holds. transformers allocates them before reading any
+    weight: a 3,000,000-label config.json cost 6.3 GB. A composite config's text part
+    (``text_config``) is the one whose sizes its language model uses; its top-level copies may be
+    stale defaults (PaliGemma's 257,152 x 2,048)."""
+    cfg = config if isinstance(config, dict) else {}
+    text = cfg["text_config"] if isinstance(cfg.get("text_config"), dict) else cfg
+
+    def size(d, key):
+        v = d.get(key)
+        return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
+
+    hidden = max(size(text, "hidden_size"), size(text, "d_model"), size(text, "n_embd"), 1)
+    labels = max(size(cfg, "num_labels"), len(cfg["id2label"]) if isinstance(cfg.get("id2label"), dict) else 0,
+                 int(recipe.get("num_labels") or 0))
+    held = sum(e.numel for e in entries)
+    ratio, floor = options["config_max_param_ratio"], options["config_free_params"]
+    for key, n in (("labels", labels), ("vocab_size", size(text, "vocab_size"))):
+        # below the floor any size is cheap to build: a tiny model's default vocabulary is no bomb
+        if n * hidden > max(ratio * held, floor):
+            raise BuildError(recipe["path"], f"the task model was not built: config.json sizes a {key} x hidden matrix of "
+                                             f"{n:,} x {hidden:,} = {n * hidden:,} values, over {ratio:g}x the {held:,} "
+                                             f"parameters the checkpoint holds and over {floor:,} (config_max_param_ratio, "
+                                             "config_free_params)")
 
 
 def _torch_may_unpickle(ckpt):
@@ -208,11 +241,12 @@ def build_skeleton(recipe: dict):
     import transformers
 
     kw = {"num_labels": recipe["num_labels"]} if recipe.get("num_labels") else {}
-    trc = recipe["trust_remote_code"]
+    trc = bool(recipe["trust_remote_code"])
     with hf.quiet_transformers():
         try:
             cls = hf.model_class(recipe)
-            config = transformers.AutoConfig.from_pretrained(recipe["path"], local_files_only=True, trust_remote_code=trc, **kw)
+            with hf.staged(recipe["path"], trc) as (folder, _):   # transformers never reads the user's folder
+                config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=trc, **kw)
             with torch.device("meta"):
                 if recipe["model_class"].startswith("AutoModel"):
                     return cls.from_config(config, trust_remote_code=trc)
@@ -225,7 +259,8 @@ def _skeleton_info(model, ckpt) -> dict:
     """Missing / unexpected / mismatched keys from names and shapes, as transformers would match them."""
     prefix = getattr(model, "base_model_prefix", "") or ""
     tied = getattr(model, "_tied_weights_keys", None) or {}
-    entries = {e.name: e for e in ckpt.entries}
+    side = set(getattr(ckpt, "side_weights", ()))   # score_head.pt beside the model: transformers never sees it
+    entries = {e.name: e for e in ckpt.entries if e.file not in side}
     missing, mismatched, used = [], [], set()
     for key, t in model.state_dict().items():
         ck = _shift_model_key(key, prefix, entries)
@@ -275,26 +310,88 @@ def _add_new_records(scan, model, state, fresh, options):
     scan.reindex()
 
 
-def _verify_loaded(scan, state, fresh, report):
-    """Silent re-initialisation: every loaded parameter must equal the bytes on disk."""
+def _verify_loaded(scan, model, state, fresh, report):
+    """Silent re-initialisation: every loaded parameter must equal the bytes on disk.
+
+    transformers 5 renames keys on load (``encoder.layer.0.attention.attention.query`` becomes
+    ``layers.0.attention.q_proj``; a VLM's ``language_model.model`` becomes ``model.language_model``),
+    so each parameter is looked up under the name ``save_pretrained`` would write for it, then
+    under its own. What cannot be compared is counted by reason (``not_verified``), so "verified
+    8" is never read as all clear.
+    """
     ckpt = scan.checkpoint
     prefix = report["base_model_prefix"]
     entries = {e.name: e for e in ckpt.entries}
-    for key, t in state.items():
-        if key in fresh:
+    saved = _as_saved(model, state)
+    verified, skipped = set(), {}
+    for name, (t, key) in saved.items():
+        if key is None or key in fresh or key in verified:
             continue
-        ck = _shift_model_key(key, prefix, entries)
-        e = entries.get(ck)
-        if e is None or e.numel != t.numel():
+        e = entries.get(_shift_model_key(name, prefix, entries)) or entries.get(_shift_model_key(key, prefix, entries))
+        if e is None:
+            continue
+        if e.numel != t.numel():
+            skipped[key] = "its shape differs from the checkpoint's"
             continue
         raw, dtype = torch_to_numpy(t)
         disk = ckpt.array(e)
-        report["verified"] += 1
+        verified.add(key)
         if not _same(raw.reshape(disk.shape), dtype, disk, e.dtype):
             ch = _change(key, raw.reshape(disk.shape), dtype, disk, e.dtype)
             report["reinitialised"].append(ch)
-            if ck in scan.by_name:
-                scan.by_name[ck].extra["reinitialised"] = ch
+            if e.name in scan.by_name:
+                scan.by_name[e.name].extra["reinitialised"] = ch
+    report["verified"] = len(verified)
+    report["loaded"] = sum(1 for k in state if k not in fresh)
+    report["not_verified"] = _unverified(model, state, fresh, verified, saved, skipped)
+
+
+def _tied_keys(model) -> dict:
+    """key -> the keys sharing its parameter (an LM head tied to the embedding)."""
+    groups = {}
+    for k, p in model.named_parameters(remove_duplicate=False):
+        groups.setdefault(id(p), []).append(k)
+    return {k: ks for ks in groups.values() if len(ks) > 1 for k in ks}
+
+
+def _as_saved(model, state) -> dict:
+    """name ``save_pretrained`` writes -> ``(tensor, model key)``; the key is None for a tensor that
+    transformers' reverse conversion built anew (fused or split on load)."""
+    by_id = {id(t): k for k, t in state.items()}
+    try:
+        from transformers.core_model_loading import revert_weight_conversion
+
+        reverted = revert_weight_conversion(model, dict(state))
+    except Exception:  # noqa: BLE001 - no reverse renames (older transformers, custom code): the model's own names
+        reverted = dict(state)
+    out = {}
+    for name, t in reverted.items():
+        t = t[0] if isinstance(t, list) and t else t
+        out[name] = (t, by_id.get(id(t)))
+    return out
+
+
+def _unverified(model, state, fresh, verified, saved, skipped) -> list:
+    """Loaded tensors not compared with the disk, counted by reason: ``["1 tensor: tied to ..."]``."""
+    buffers = {k for k, _ in model.named_buffers()}
+    renamed = {key for _, key in saved.values() if key is not None}
+    tied = _tied_keys(model)
+    out = {}
+    for key, t in state.items():
+        if key in fresh or key in verified:
+            continue
+        if key in skipped:
+            why = skipped[key]
+        elif any(k in verified for k in tied.get(key, ())):
+            why = "tied to a verified tensor (stored once)"
+        elif key not in renamed:
+            why = "converted by transformers on load (fused or split): no tensor on disk to compare with"
+        elif key in buffers:
+            why = "a buffer the checkpoint does not store"
+        else:
+            why = "no tensor of that name in the checkpoint"
+        out[why] = out.get(why, 0) + 1
+    return [f"{n} {'tensor' if n == 1 else 'tensors'}: {why}" for why, n in out.items()]
 
 
 def _shift_model_key(key: str, prefix: str, names) -> str:

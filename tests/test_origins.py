@@ -133,7 +133,8 @@ def test_base_diff_labels_new_identical_and_changed(cli, bert_base, tmp_path):
     start = tmp_path / "start"
     model.save_pretrained(start)
     code, data = run(cli, start, "--base", bert_base)
-    assert sorted(data["new"]["new"]) == ["classifier.bias", "classifier.weight"]
+    # stored in the checkpoint, absent from the base: still a stored head (--base never loosens its verdict)
+    assert sorted(data["new"]["head"]) == ["classifier.bias", "classifier.weight"] and data["new"]["new"] == []
     assert [f for f in data["findings"] if f["rule"] == "IC205"] == []
     edit_tensors(start, lambda sd: sd["bert.encoder.layer.2.output.dense.weight"].add_(0.01))
     code, data = run(cli, start, "--base", bert_base)

@@ -18,12 +18,22 @@ class Limits:
     zip_max_members: int
     zip_max_bytes: int
     side_file_max_bytes: int
+    torch_load_max_bytes: int
+    npy_header_max_bytes: int
+    zip_max_ratio: int
+    zip_ratio_min_bytes: int
+    json_max_bytes: int
+    max_files: int
+    max_tensors: int
+    sparse_min_bytes: int
+    sparse_max_ratio: int
+    walk_limit_is_error: bool
 
     @classmethod
     def from_scan(cls, scan: dict) -> "Limits":
         """From a pack's ``[scan]`` table (keys missing there come from the default pack)."""
         base = _default_scan()
-        return cls(**{f.name: int(scan.get(f.name, base[f.name])) for f in fields(cls)})
+        return cls(**{f.name: (bool if f.type is bool else int)(scan.get(f.name, base[f.name])) for f in fields(cls)})
 
 
 _CACHE = {}

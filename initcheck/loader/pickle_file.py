@@ -1,17 +1,27 @@
-"""Read pickle-based checkpoints (.bin, .pt, .pth, .ckpt) without executing them.
+"""Read pickle-based checkpoints (.bin, .pt, .pth, .ckpt, or any name) without executing them.
 
 One parse decides (``pickle_scan.parse_file``): the zip archive is resolved as torch's reader
-resolves it, every pickle torch would unpickle is read as ``pickle.load`` reads it. Then, in order:
+resolves it, every pickle torch would unpickle is read as ``pickle.load`` reads it. Two separate
+questions are then answered from that parse:
 
-1. the scan: a file that imports any global outside the allowlist (``rules/default.toml``, rule
-   IC401) is not loaded at all;
-2. the reader (``pickle_reader``): the same parsed opcodes are interpreted by a restricted
-   unpickler that knows only tensors, storages and containers, every tensor is bounds-checked
-   against its storage record, and tensors are mmap'd numpy views. No torch import;
+1. is the file safe to unpickle? The globals it imports, each in one of three tiers of the rule pack
+   (IC401): the tensor-rebuild allowlist (``safe_globals``, what ``torch.load(weights_only=True)``
+   accepts), inert classes (``inert``: building them runs no user code), or anything else. The loader
+   records the tier (``PickleFile.tier``); rules IC401/IC404 judge it;
+2. what are its tensors? The reader (``pickle_reader``) interprets the same opcodes with every
+   unknown global as an inert placeholder (nothing imported, nothing called), so a Lightning
+   ``.ckpt`` with omegaconf hyperparameters or a pickled ``nn.Module`` is read and judged, whatever
+   else it holds. Tensors are bounds-checked mmap'd numpy views. No torch import;
 3. only for a layout the reader does not know (compressed storages, big-endian legacy files, tensor
-   subclasses, a global the user allowed): ``torch.load(weights_only=True)``, on a torch without
-   the known weights-only CVEs (``TORCH_FLOOR``). ``INITCHECK_NO_TORCH_LOAD=1`` (or
+   subclasses), and only for a file whose every global torch's weights-only unpickler accepts:
+   ``torch.load(weights_only=True)``, on a torch without the known weights-only CVEs
+   (``TORCH_FLOOR``), after the storages' declared sizes are held to the pack's
+   ``torch_load_max_bytes``. ``INITCHECK_NO_TORCH_LOAD=1`` (or
    ``TORCH_LOAD_FALLBACK = False``) turns this step off: such files are then refused.
+
+A file whose tensors cannot be read this way (a TorchScript program, a pickle with no tensors, a
+malformed one) and that imports globals outside the allowlist is reported as not loaded (IC401);
+one that imports only allowlisted or inert globals is an input error, as for any unreadable file.
 """
 
 import os
@@ -34,9 +44,42 @@ _SUPPORTED = {"float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "flo
               "float8_e5m2fnuz", "int64", "int32", "int16", "int8", "uint8", "uint16", "uint32", "uint64", "bool"}
 
 
+def sniff_checkpoint(path) -> str:
+    """What a file is by its first bytes, whatever its name: ``"torch zip"``, ``"pickle"``, ``"tar"``,
+    ``"safetensors"`` or ``""`` (none of them).
+
+    A ``.pth.tar`` from torchvision-era code is a zip or a legacy pickle; a real tar (torch's
+    oldest format) is named so that the parse refuses it with its own message.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+            size = os.fstat(f.fileno()).st_size
+    except OSError:
+        return ""
+    if head[:4] == ZIP_MAGIC:
+        return "torch zip"
+    if head[:1] == b"\x80" and head[1:2] and 2 <= head[1] <= 5:
+        return "pickle"
+    if head[257:262] == b"ustar":
+        return "tar"
+    n = int.from_bytes(head[:8], "little") if len(head) >= 9 else 0
+    if 2 <= n <= size - 8 and head[8:9] == b"{":
+        return "safetensors"
+    return ""
+
+
 def torch_load_allowed() -> bool:
     """Whether a file the reader does not know may be handed to torch.load."""
     return TORCH_LOAD_FALLBACK and os.environ.get("INITCHECK_NO_TORCH_LOAD", "") in ("", "0")
+
+
+def tier_of(names, safe_globals, inert=()) -> str:
+    """``"safe"`` (every global in the allowlist), ``"inert"`` (the rest inert classes) or ``"unsafe"``."""
+    outside = [g for g in names if not is_allowed(g, safe_globals)]
+    if not outside:
+        return "safe"
+    return "inert" if all(g in inert for g in outside) else "unsafe"
 
 
 class PickleFile:
@@ -45,17 +88,22 @@ class PickleFile:
     Args:
         path: the file on disk.
         relpath: how to name it in messages and reports.
-        safe_globals: the globals the file may import; with any other it is refused (not loaded,
-            ``refused`` lists the offenders and ``entries`` is empty).
+        safe_globals: the globals ``torch.load(weights_only=True)`` accepts (plus the user's ``allow``).
+        inert: exact names of classes whose construction runs no user code (the pack's IC401 ``inert``).
 
     Attributes:
-        reader: ``"initcheck"`` (our reader), ``"torch.load"`` (the fallback) or None (refused).
+        refused: the globals outside ``safe_globals``: the file is never handed to torch.load
+            (nor to transformers), though its tensors are read by initcheck's reader when it can.
+        tier: ``"safe"``, ``"inert"`` or ``"unsafe"`` (a global in neither list): see ``tier_of``.
+        inert: the inert classes among ``refused``.
+        reader: ``"initcheck"`` (our reader), ``"torch.load"`` (the fallback) or None (not read).
+        unread: why the tensors were not read (``reader`` None), else ``""``.
         fallback_reason: why our reader handed the file to torch.load (``""`` when it did not).
         skipped: what was stored next to the weights and not read as weights, described
             (optimizer and scheduler state, complex tensors).
     """
 
-    def __init__(self, path, relpath: str, safe_globals=(), limits: Limits | None = None):
+    def __init__(self, path, relpath: str, safe_globals=(), limits: Limits | None = None, inert=()):
         self.path = str(path)
         self.relpath = relpath
         self.size = os.path.getsize(self.path)
@@ -64,10 +112,15 @@ class PickleFile:
         self.skipped = []  # training-state keys stored next to the weights (not read as weights)
         self.globals = self._parsed.globals
         self.refused = [g for g in self.globals if not is_allowed(g, safe_globals)]
+        self.tier = tier_of(self.globals, safe_globals, inert)
+        self.inert = [g for g in self.refused if g in inert]
         self._tensors, self._torch, self._buf, self.reader, self.fallback_reason = {}, {}, None, None, ""
+        self.unread = ""
         self._big_endian = False
-        if self.refused:
+        if any(g.startswith("__torch__.") for g in self.globals):
+            # a TorchScript archive: a program whose data.pkl only TorchScript's loader rebuilds
             self._parsed.close()
+            self.unread = "a TorchScript archive (a program, not a state dict)"
         else:
             self._read()
         tensors = self._tensors or self._torch
@@ -83,31 +136,57 @@ class PickleFile:
             found = read_tensors(self._parsed, self.relpath)
         except NeedsTorch as e:
             self._parsed.close()
+            if self.refused:  # torch's weights-only unpickler would refuse it; we never hand it an unsafe file
+                return self._not_read(f"initcheck's reader does not know {e}, and torch.load is never run on a "
+                                      "file that imports globals outside the tensor-rebuild allowlist")
             if not torch_load_allowed():
                 raise InputError(self.relpath, f"initcheck cannot read this layout itself ({e}) and the torch.load fallback is off") from None
+            _check_fallback_size(e, self.relpath, self._parsed.limits)
             self._torch, self.skipped = _flatten(_load(self.path, self.relpath, e.mmap_ok), self.relpath, self._parsed.limits)
             self.reader, self.fallback_reason = "torch.load", str(e)
             return
+        except InputError as e:
+            self._parsed.close()
+            if self.refused:
+                return self._not_read(e.problem)
+            raise
         except (IndexError, KeyError, ValueError, TypeError, AttributeError, RecursionError, MemoryError) as e:
             self._parsed.close()
-            raise InputError(self.relpath, f"malformed pickle: {type(e).__name__}: {str(e)[:160]}") from None
+            why = f"malformed pickle: {type(e).__name__}: {str(e)[:160]}"
+            if self.refused:
+                return self._not_read(why)
+            raise InputError(self.relpath, why) from None
         self._tensors, self._offsets, self.skipped = found.tensors, found.offsets, list(found.skipped)
         self._big_endian = found.big_endian
         self._buf = self._parsed.buf
         self._parsed.close()  # the opcodes are no longer needed; the map stays for the views
         self.reader = "initcheck"
 
+    def _not_read(self, why: str):
+        """A file that is unsafe to unpickle and whose tensors could not be read: reported, not an input error.
+
+        One that imports only inert classes is an input error like any unreadable checkpoint.
+        """
+        if self.tier != "unsafe":
+            raise InputError(self.relpath, why)
+        self.unread = why
+
     @property
     def note(self) -> str:
-        """The file table's note: which reader ran (and why torch.load), and what was not read as weights."""
+        """The file table's note: which reader ran (and why torch.load), what was not read as weights,
+        and what unpickling the file would do."""
         if self.reader is None:
-            return ""
-        if self.reader == "torch.load":
+            how = f"not loaded: {self.unread}" if self.unread else ""
+        elif self.reader == "torch.load":
             how = f"read with torch.load(weights_only=True): initcheck's reader does not know {self.fallback_reason}"
         else:
             how = "read by initcheck's own reader (no torch.load)"
         if self.skipped:
             how += "; not read as weights: " + ", ".join(self.skipped[:8]) + (f" and {len(self.skipped) - 8} more" if len(self.skipped) > 8 else "")
+        if self.refused:
+            shown = ", ".join(self.refused[:3]) + (f" and {len(self.refused) - 3} more" if len(self.refused) > 3 else "")
+            how += (f"; unpickling it imports {shown} ({'inert classes only' if self.tier == 'inert' else 'unsafe: see IC401'}), "
+                    f"so torch.load(weights_only=True) refuses it")
         return how
 
     def array(self, entry: Entry):
@@ -120,6 +199,17 @@ class PickleFile:
     def close(self):
         self._tensors, self._torch, self._buf = {}, {}, None
         self._parsed.close()
+
+
+def _check_fallback_size(e: NeedsTorch, rel: str, limits: Limits):
+    """Refuse, before torch.load, a file whose storages would take more memory than the pack allows.
+
+    torch.load materializes every storage; the reader measured what the archive's records (or a
+    legacy file's storages) declare, each record checked against its storage.
+    """
+    if e.declared_bytes > limits.torch_load_max_bytes:
+        raise InputError(rel, f"needs torch.load, and its storages declare {e.declared_bytes} bytes, over the rule pack's "
+                              f"torch_load_max_bytes ({limits.torch_load_max_bytes})")
 
 
 def _dtype(t) -> str:
@@ -178,6 +268,9 @@ def _flatten(obj, rel: str, limits=None):
     cplx = [n for n, t in out.items() if t.is_complex()]  # metadata, not weights (as in pickle_reader)
     for name in cplx:
         del out[name]
+    for name, t in out.items():
+        if t.is_quantized:   # torch.ao packed weights: their stored integers (IC109 reports them)
+            out[name] = t.int_repr()
     if not out:
         raise InputError(rel, "holds no tensors" + (" except complex ones" if cplx else ""))
     for name, t in out.items():

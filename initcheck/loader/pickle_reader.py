@@ -1,10 +1,16 @@
 """Read the tensors of a parsed torch checkpoint without torch: a restricted unpickler.
 
 It interprets the opcodes that ``pickle_scan`` parsed (the same bytes the scan judged) and knows
-only what ``torch.save`` writes for a state dict: plain containers, ``OrderedDict``, the tensor
+what ``torch.save`` writes for a state dict: plain containers, ``OrderedDict``, the tensor
 rebuild functions, storage classes and dtypes, and storages as persistent ids. Nothing is
-imported or called by name. Anything else raises ``NeedsTorch``: the caller may then hand the
-file to ``torch.load(weights_only=True)``, or refuse it.
+imported or called by name.
+
+Any other global becomes an inert ``Placeholder`` that records its name; calling or building it
+(REDUCE, NEWOBJ, INST, OBJ, BUILD) gives a ``PObject`` that keeps its class name, arguments and
+state, so tensors inside a pickled ``nn.Module``, an omegaconf container or a Lightning checkpoint
+are still reached. Whether the file is safe to unpickle is the scan's question (rule IC401), asked
+of the same parse: reading its tensors says nothing about that. A layout torch knows and this reader
+does not (compressed storages, fnuz dtypes, tensor subclasses) raises ``NeedsTorch``.
 
 Bounds come before views: every storage record must hold exactly the bytes its persistent id
 declares, and every tensor's offset, sizes and strides must fit in its storage, before a numpy
@@ -15,7 +21,7 @@ the next bytes of the file, the shape of CVE-2026-24747.)
 import math
 import struct
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -50,16 +56,21 @@ TRAINING_STATE_KEYS = frozenset({
 })
 
 
+_HPARAM_KEYS = frozenset({"hparams", "hyper_parameters", "args"})  # Lightning's and scripts' saved settings
+
+
 class NeedsTorch(Exception):
     """The file is well-formed but uses something this reader does not know.
 
     ``mmap_ok`` is False where torch's mmap path would read the wrong bytes (it takes a record's
     offset without looking at its compression method: a deflated storage is read as raw bytes).
+    ``declared_bytes`` is what torch.load would allocate for the storages: the fallback is bounded by it.
     """
 
-    def __init__(self, reason: str, mmap_ok: bool = True):
+    def __init__(self, reason: str, mmap_ok: bool = True, declared_bytes: int = 0):
         super().__init__(reason)
         self.mmap_ok = mmap_ok
+        self.declared_bytes = declared_bytes
 
 
 class _Unsupported(Exception):
@@ -77,6 +88,39 @@ class _Opaque:
     no weight is read from: kept as a placeholder, never constructed."""
 
     kind: str
+
+
+@dataclass(eq=False)
+class Placeholder:
+    """A global this reader does not know: never imported, only named."""
+
+    name: str
+
+    def __str__(self):
+        return f"<{self.name[:60]}>"
+
+
+@dataclass(eq=False)
+class PObject:
+    """What calling or building a ``Placeholder`` would have made: never made, only recorded.
+
+    ``args`` are the call's arguments, ``states`` what BUILD passed (an object's ``__dict__``),
+    ``items`` what APPEND/ADDITEMS added (a list or set subclass), ``entries`` what SETITEM added
+    (a dict subclass such as ``defaultdict``). Hashed by identity, like the objects it stands for.
+    """
+
+    cls: str
+    args: tuple = ()
+    states: list = field(default_factory=list)
+    items: list = field(default_factory=list)
+    entries: dict = field(default_factory=dict)
+
+    def __str__(self):
+        return f"<{self.cls[:60]}>"
+
+
+# calls that stand for "build an instance of args[0]" (protocol 0/1 objects, __reduce__ helpers)
+_CONSTRUCTORS = ("copyreg._reconstructor", "copyreg.__newobj__", "copyreg.__newobj_ex__")
 
 
 @dataclass(frozen=True)
@@ -203,9 +247,15 @@ class _Machine:
             elif name == "APPEND":
                 v = stack.pop()
                 _list(stack[-1]).append(v)
-            elif name == "APPENDS":
+            elif name in ("APPENDS", "ADDITEMS"):
                 items = pop_mark()
                 _list(stack[-1]).extend(items)
+            elif name == "EMPTY_SET":
+                stack.append(PObject("builtins.set"))
+            elif name == "FROZENSET":
+                stack.append(PObject("builtins.frozenset", items=pop_mark()))
+            elif name == "BYTEARRAY8":
+                stack.append(arg)
             elif name == "EMPTY_DICT":
                 stack.append({})
             elif name == "DICT":
@@ -235,12 +285,22 @@ class _Machine:
             elif name in ("REDUCE", "NEWOBJ"):
                 args = stack.pop()
                 stack.append(self._call(stack.pop(), args))
+            elif name == "NEWOBJ_EX":
+                kwargs, args = stack.pop(), stack.pop()
+                stack.append(self._call(stack.pop(), args, kwargs))
+            elif name == "INST":
+                stack.append(self._call(_lookup(".".join(arg)), tuple(pop_mark())))
+            elif name == "OBJ":
+                items = pop_mark()
+                stack.append(self._call(items[0], tuple(items[1:])))
+            elif name in ("EXT1", "EXT2", "EXT4"):
+                stack.append(Placeholder(f"<unresolved> (copyreg extension code {arg})"))
             elif name == "BUILD":
                 state = stack.pop()
-                # a state dict's _metadata, a Parameter's extra state: nothing the scan reads
-                if not isinstance(stack[-1], (dict, TensorRef, _Opaque)):
-                    raise NeedsTorch("BUILD on something other than a dict or tensor")
-                del state
+                # an object we do not build keeps its state (a module's _parameters live there); a
+                # state dict's _metadata or a Parameter's extra state holds nothing the scan reads
+                if isinstance(stack[-1], PObject):
+                    stack[-1].states.append(state)
             elif name == "BINPERSID":
                 stack.append(self._persistent(stack.pop()))
             elif name == "PERSID":
@@ -254,8 +314,10 @@ class _Machine:
             raise NeedsTorch("a persistent id outside the object pickle")
         return self.persistent_load(pid)
 
-    def _call(self, fn, args):
-        if not isinstance(fn, _Global) or not isinstance(args, tuple):
+    def _call(self, fn, args, kwargs=None):
+        if isinstance(fn, (Placeholder, PObject)):
+            return _placeholder_call(fn, args, kwargs)
+        if not isinstance(fn, _Global) or not isinstance(args, tuple) or kwargs:
             raise NeedsTorch("REDUCE of something other than a known function")
         fn = fn.name
         if fn == "odict":
@@ -296,27 +358,45 @@ class _Machine:
         return TensorRef(storage, offset, shape, stride, dtype)
 
 
+def _placeholder_call(fn, args, kwargs=None) -> PObject:
+    """The record of a call nothing makes: which class, with what."""
+    args = args if isinstance(args, tuple) else (args,)
+    if kwargs:
+        args = args + (kwargs,)
+    if isinstance(fn, PObject):
+        return PObject(f"{fn.cls}(...)", args)
+    if fn.name in _CONSTRUCTORS and args and isinstance(args[0], Placeholder):
+        return PObject(args[0].name, args[1:])
+    return PObject(fn.name, args)
+
+
 def _int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _list(v):
+    if isinstance(v, PObject):
+        return v.items  # a list or set subclass we do not build
     if not isinstance(v, list):  # pickle.load would call .append on anything: never valid in a state dict
         raise TypeError("APPEND to something other than a list")
     return v
 
 
 def _dict(v):
+    if isinstance(v, PObject):
+        return v.entries  # a dict subclass we do not build (defaultdict, AttributeDict, ...)
     if not isinstance(v, dict):  # SETITEM on a non-dict corrupted memory in torch < 2.10 (CVE-2026-24747)
         raise TypeError("SETITEM on something other than a dict")
     return v
 
 
 def _key(k):
+    if isinstance(k, (Placeholder, PObject)):
+        return k  # hashed by identity, as the object it stands for would be (an enum member, a class)
     if not isinstance(k, (str, int, float, bool, type(None), tuple, bytes)):
         raise NeedsTorch("a dict key that is not a plain value")
     # hashing a tuple hashes all it holds: a tuple of shared tuples nested n deep costs 2**n
-    if isinstance(k, tuple) and not all(isinstance(x, (str, int, float, bool, type(None), bytes)) for x in k):
+    if isinstance(k, tuple) and not all(isinstance(x, (str, int, float, bool, type(None), bytes, Placeholder)) for x in k):
         raise TypeError("a dict key that is a nested tuple")
     return k
 
@@ -328,10 +408,19 @@ def _short(v) -> str:
     return repr(v)[:60] if isinstance(v, (str, int, float, bool, type(None), bytes)) else type(v).__name__
 
 
+# torch's own tensor machinery that this reader does not rebuild (Parameter subclasses, typed
+# storages, legacy tensor types): a placeholder would hide the tensor inside it, so torch must read it
+_TORCH_TENSOR_PARTS = ("torch._utils.", "torch._tensor.", "torch.storage.", "torch.nn.parameter.", "torch.sparse.",
+                       "torch.cuda.", "torch.serialization.")
+
+
 def _lookup(name: str):
-    if name not in _KNOWN:
+    if name in _KNOWN:
+        return _KNOWN[name]
+    if name.startswith(_TORCH_TENSOR_PARTS) or name == "torch.Tensor" or (
+            name.startswith("torch.") and name.count(".") == 1 and name.endswith(("Tensor", "Storage"))):
         raise NeedsTorch(f"global {name}")
-    return _KNOWN[name]
+    return Placeholder(name)
 
 
 def evaluate(p: Pickle, rel: str = "", limits: Limits | None = None):
@@ -360,7 +449,12 @@ def read_tensors(parsed: Parsed, rel: str) -> Tensors:
     """
     try:
         if parsed.kind == "zip":
-            return _read_zip(parsed, rel)
+            try:
+                return _read_zip(parsed, rel)
+            except NeedsTorch as e:
+                # torch.load would inflate every record of the archive: what it would allocate, from what
+                e.declared_bytes = max(e.declared_bytes, sum(m.size for m in parsed.zip.members))
+                raise
         if parsed.kind == "legacy":
             return _read_legacy(parsed, rel)
     except _Unsupported:
@@ -418,10 +512,13 @@ def _read_legacy(parsed: Parsed, rel: str) -> Tensors:
     if evaluate(proto, rel, parsed.limits) != LEGACY_PROTOCOL:
         raise InputError(rel, "legacy torch file with an unknown protocol version")
     info = evaluate(info, rel, parsed.limits)
-    if not isinstance(info, dict) or info.get("little_endian") is not True:
-        raise NeedsTorch("a big-endian or unlabelled legacy file")
     storages, persistent_load = _storages(rel, legacy=True)
     obj = _Machine(rel, persistent_load, parsed.limits).run(body)
+    declared = sum(s.nbytes for s in storages.values())
+    if declared > len(parsed.buf) - parsed.data_start:  # legacy storages are stored raw: they cannot outgrow the file
+        raise InputError(rel, f"legacy storages declare {declared} bytes, more than the file holds after its pickles")
+    if not isinstance(info, dict) or info.get("little_endian") is not True:
+        raise NeedsTorch("a big-endian or unlabelled legacy file", declared_bytes=declared)
     keys = evaluate(keys, rel, parsed.limits)
     if not isinstance(keys, list) or sorted(map(str, keys)) != sorted(storages) or len(set(keys)) != len(keys):
         raise InputError(rel, "legacy storage keys do not match the storages the object uses")
@@ -506,7 +603,7 @@ def _named_state(key, value) -> str:
     """
     if str(key) not in TRAINING_STATE_KEYS or value is None or _is_module(value):
         return ""
-    return "training state, by its key"
+    return "hyperparameters, by its key" if str(key) in _HPARAM_KEYS else "training state, by its key"
 
 
 def _is_module(value) -> bool:
@@ -545,10 +642,11 @@ def _shown_key(k) -> str:
 
 
 def walk_tensors(obj, rel: str, is_tensor, limits: Limits | None = None) -> dict:
-    """``{dotted name: tensor}`` for every tensor in nested dicts, in bounded work.
+    """``{dotted name: tensor}`` for every tensor in nested dicts and lists, in bounded work.
 
-    Each dict is walked once however often it is shared (a dict DAG n deep has 2**n paths: the
-    memo-expansion bomb), at most ``pickle_max_items`` entries and ``pickle_max_depth`` levels.
+    A list is named by index (``member_state_dicts.0.weight``: an ensemble saved as a list of state
+    dicts). Each container is walked once however often it is shared (a dict DAG n deep has 2**n
+    paths: the memo-expansion bomb), at most ``pickle_max_items`` entries and ``pickle_max_depth`` levels.
     """
     limits = limits or default_limits()
     out, seen, budget = {}, set(), [limits.pickle_max_items]
@@ -559,14 +657,14 @@ def walk_tensors(obj, rel: str, is_tensor, limits: Limits | None = None) -> dict
             raise InputError(rel, "state dict is nested too deeply")
         if is_tensor(value):
             out[prefix] = value
-        elif isinstance(value, dict):
+        elif isinstance(value, (dict, list, tuple)):
             if id(value) in seen:
                 return  # shared: its tensors are already named once
             seen.add(id(value))
             budget[0] -= len(value)
             if budget[0] < 0:
                 raise InputError(rel, f"state dict has over {limits.pickle_max_items} entries (the rule pack's pickle_max_items)")
-            for k, v in value.items():
+            for k, v in (value.items() if isinstance(value, dict) else enumerate(value)):
                 walk(f"{prefix}.{k}" if prefix else str(k), v, depth + 1)
 
     walk("", obj, 0)
@@ -577,8 +675,80 @@ def walk_tensors(obj, rel: str, is_tensor, limits: Limits | None = None) -> dict
     return out
 
 
+def expand(obj, rel: str, limits: Limits | None = None):
+    """``obj`` with every ``PObject`` replaced by a dict of what it holds, so tensors inside are named.
+
+    A pickled ``nn.Module`` becomes its state dict (``_parameters`` and ``_buffers``, then each child
+    of ``_modules`` under its name: the dotted names ``state_dict()`` gives); any other object a dict
+    of its entries, state and items. Bounded like ``walk_tensors``: each object is expanded once however
+    often it is shared (cycles included), at most ``pickle_max_items`` entries, ``pickle_max_depth`` deep.
+    """
+    limits = limits or default_limits()
+    done, budget = {}, [limits.pickle_max_items]
+    max_depth = min(limits.pickle_max_depth, 100)
+
+    def spend(n):
+        budget[0] -= n
+        if budget[0] < 0:
+            raise InputError(rel, f"pickle objects hold over {limits.pickle_max_items} entries (the rule pack's pickle_max_items)")
+
+    def go(v, depth):
+        if not isinstance(v, _NESTED):
+            return v
+        if id(v) in done:
+            return done[id(v)]
+        if depth > max_depth:
+            raise InputError(rel, "pickle objects nested too deeply")
+        if isinstance(v, PObject):
+            pairs = _contents(v)
+            spend(len(pairs))
+            out = done[id(v)] = {}  # before recursing: a cycle comes back to this dict
+            for k, x in pairs:
+                out[k] = go(x, depth + 1)
+            return out
+        spend(len(v))
+        values = v.values() if isinstance(v, dict) else v
+        if not any(issubclass(t, _NESTED) for t in set(map(type, values))):  # C-speed: one pass over types
+            done[id(v)] = v  # a plain state dict: kept as it is (one pass, no copy)
+            return v
+        if isinstance(v, dict):
+            out = done[id(v)] = type(v)() if type(v) in (dict, OrderedDict) else {}
+            for k, x in v.items():
+                out[k] = go(x, depth + 1)
+            return out
+        out = done[id(v)] = []
+        out.extend(go(x, depth + 1) for x in v)
+        return out
+
+    return go(obj, 0)
+
+
+_NESTED = (dict, list, tuple, PObject)
+
+
+def _contents(o: PObject):
+    """``(name, value)`` pairs of what a placeholder object holds, a module's as ``state_dict()`` names them."""
+    state = {}
+    for s in o.states:
+        for part in (s if isinstance(s, tuple) else (s,)):  # (__dict__, slots) or __dict__
+            if isinstance(part, dict):
+                state.update(part)
+    if isinstance(state.get("_parameters"), dict) and isinstance(state.get("_modules"), dict):
+        return _module_contents(state)
+    pairs = list(o.entries.items()) + list(state.items()) + [(str(i), x) for i, x in enumerate(o.items)]
+    if not pairs:  # an object known only by its call: its arguments may hold tensors
+        pairs = [(str(i), x) for i, x in enumerate(o.args)]
+    return pairs
+
+
+def _module_contents(state: dict):
+    tensors = [(k, v) for key in ("_parameters", "_buffers") if isinstance(state.get(key), dict)
+               for k, v in state[key].items() if v is not None]
+    return tensors + [(k, v) for k, v in state["_modules"].items() if v is not None]
+
+
 def _flatten(obj, rel: str, limits: Limits | None = None):
-    obj, skipped = unwrap(obj)
+    obj, skipped = unwrap(expand(obj, rel, limits))
     out = walk_tensors(obj, rel, lambda v: isinstance(v, TensorRef), limits)
     # complex tensors are metadata (spectra, rotary tables), never weights the statistics judge
     cplx = [n for n, t in out.items() if t.dtype.startswith("complex")]

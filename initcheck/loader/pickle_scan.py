@@ -23,10 +23,13 @@ The point of this module is that the bytes we scan are the bytes a loader execut
   torch tries ``tarfile`` first, so a file that is also a tar archive is refused.
 """
 
+import codecs
 import io
 import mmap
 import os
 import pickletools
+import struct
+import sys
 import tarfile
 from fnmatch import fnmatchcase
 
@@ -79,18 +82,58 @@ def parse_file(path: str, rel: str, limits: Limits | None = None) -> Parsed:
             buf.close()
             raise
     except (PickleScanError, ZipError) as e:
-        raise InputError(rel, f"cannot scan pickle stream: {e}") from None
+        raise _scan_error(rel, str(e), getattr(e, "globals", []), getattr(e, "bound", False), getattr(e, "calls", False)) from None
     except InputError:
         raise
     except (OSError, ValueError, EOFError, NotImplementedError, RuntimeError) as e:
         raise InputError(rel, f"cannot scan pickle stream: {type(e).__name__}: {str(e)[:200]}") from None
+    parsed.globals = []
     try:
-        parsed.globals = list(dict.fromkeys(g for p in parsed.pickles for g in globals_in_ops(p.ops, limits)))
+        for p in parsed.pickles:
+            parsed.globals += globals_in_ops(p.ops, limits)
     except PickleScanError as e:
         parsed.close()
-        raise InputError(rel, f"cannot scan pickle stream: {e}") from None
+        raise _scan_error(rel, str(e), parsed.globals + e.globals, True, True) from None
+    parsed.globals = list(dict.fromkeys(parsed.globals))
     parsed.limits = limits
     return parsed
+
+
+def _scan_error(rel: str, why: str, globals_seen: list, bound: bool, calls: bool) -> InputError:
+    """The one-line error, carrying what the scan saw before it stopped: ``globals`` (a loader runs the
+    stream up to the break, and past what only our scan refuses: they still count), ``bound`` (a
+    pack limit stopped it, not malformed bytes) and ``calls`` (an opcode that calls what it imported
+    was read before the break)."""
+    err = InputError(rel, f"cannot scan pickle stream: {why}")
+    err.globals, err.bound, err.calls = list(dict.fromkeys(globals_seen)), bound, calls
+    return err
+
+
+# opcodes that call an imported object (a bare GLOBAL only imports: "cos\nsystem\n" then text runs nothing)
+CALLS = frozenset({"REDUCE", "BUILD", "NEWOBJ", "NEWOBJ_EX", "OBJ", "INST"})
+
+
+def calls_in(ops) -> bool:
+    return any(op[0] in CALLS for op in ops)
+
+
+def _seen(pickles: list, e: PickleScanError, limits: Limits) -> PickleScanError:
+    """``e`` with ``globals``: those of the pickles read whole, then of the opcodes read before it."""
+    names, calls = [], False
+    for ops in [p.ops for p in pickles] + [e.ops]:
+        kinds = {op[0] for op in ops}  # one cheap pass: a 2M-opcode bomb imports nothing, walk it no further
+        calls = calls or bool(kinds & CALLS)
+        if not kinds & _IMPORTS:
+            continue
+        try:
+            names += globals_in_ops(ops, limits)
+        except PickleScanError as e2:
+            names += e2.globals
+    e.globals, e.calls = names, calls
+    return e
+
+
+_IMPORTS = frozenset({"GLOBAL", "INST", "STACK_GLOBAL", "EXT1", "EXT2", "EXT4"})
 
 
 def is_allowed(name: str, allow) -> bool:
@@ -99,7 +142,7 @@ def is_allowed(name: str, allow) -> bool:
 
 
 def _parse_zip(buf, limits: Limits) -> Parsed:
-    zf = StrictZip(buf, max_members=limits.zip_max_members)
+    zf = StrictZip(buf, max_members=limits.zip_max_members, limits=limits)
     data = zf.record("data.pkl")
     if data is None:
         raise PickleScanError(f"zip archive holds no {zf.folder}/data.pkl (not a torch.save file)")
@@ -109,9 +152,13 @@ def _parse_zip(buf, limits: Limits) -> Parsed:
     for m in [data] + [m for m in zf.members if m is not data and m.name.lower().endswith(".pkl")]:
         total += m.size
         if total > limits.zip_max_bytes:
-            raise PickleScanError(f"the archive's pickles decompress to over {limits.zip_max_bytes} bytes")
+            e = PickleScanError(f"the archive's pickles decompress to over {limits.zip_max_bytes} bytes", bound=True)
+            raise _seen(pickles, e, limits)
         raw = zf.read(m, limits.pickle_max_bytes)
-        pickles.append(read_pickle(io.BytesIO(raw), m.name, limits, budget))
+        try:
+            pickles.append(read_pickle(io.BytesIO(raw), m.name, limits, budget))
+        except PickleScanError as e:
+            raise _seen(pickles, e, limits) from None
     return Parsed("zip", buf, pickles=pickles, zip=zf)
 
 
@@ -122,10 +169,11 @@ def _parse_legacy(buf, path, limits: Limits) -> Parsed:
     f, budget = _MapFile(buf), [limits.pickle_max_opcodes]
     try:
         first = read_pickle(f, "pickle #1", limits, budget)
-    except PickleScanError:
+    except PickleScanError as e:
         if buf[:1] != b"\x80":  # legacy torch files start with a PROTO opcode
-            raise PickleScanError("neither a zip archive nor a pickle stream (not a PyTorch checkpoint)") from None
-        raise
+            e2 = PickleScanError("neither a zip archive nor a pickle stream (not a PyTorch checkpoint)", ops=e.ops, bound=e.bound)
+            raise _seen([], e2, limits) from None
+        raise _seen([], e, limits) from None
     pickles = [first]
     magic = _plain_int(first)
     if magic != LEGACY_MAGIC or isinstance(magic, bool):
@@ -141,8 +189,11 @@ def _parse_legacy(buf, path, limits: Limits) -> Parsed:
         return Parsed("pickle", buf, pickles=pickles)
     for i in range(1, LEGACY_PICKLES):
         if f.tell() >= len(buf):
-            raise PickleScanError(f"legacy torch file ends after pickle #{i} of {LEGACY_PICKLES}")
-        pickles.append(read_pickle(f, f"pickle #{i + 1}", limits, budget))
+            raise _seen(pickles, PickleScanError(f"legacy torch file ends after pickle #{i} of {LEGACY_PICKLES}"), limits)
+        try:
+            pickles.append(read_pickle(f, f"pickle #{i + 1}", limits, budget))
+        except PickleScanError as e:
+            raise _seen(pickles, e, limits) from None
     return Parsed("legacy", buf, pickles=pickles, data_start=f.tell())
 
 
@@ -216,41 +267,152 @@ def read_pickle(f, where: str, limits: Limits | None = None, budget: list | None
 
     Raises:
         PickleScanError: malformed or mis-framed opcodes, or more than ``limits.pickle_max_opcodes``.
+            Its ``ops`` are the opcodes read before the failure (their globals still count).
     """
     max_ops = (limits or default_limits()).pickle_max_opcodes
     left = budget[0] if budget is not None else max_ops
     start = f.tell()
-    ops, frame_end, prev = [], None, None
+    # walk the bytes in place: an mmap (_MapFile) or a BytesIO's buffer, never a copy
+    buf = f._b if isinstance(f, _MapFile) else f.getbuffer()
+    ops = []
     try:
-        for n, (op, arg, pos) in enumerate(pickletools.genops(f)):
-            if n >= left:
-                raise PickleScanError(f"{where}: over {max_ops} opcodes in this file (the rule pack's pickle_max_opcodes)")
-            name = op.name
-            # framing: the previous opcode ended where this one starts
-            if frame_end is not None and pos >= frame_end:
-                if pos > frame_end:
-                    raise PickleScanError(f"{where}: opcode {prev} at byte {ops[-1][2]} crosses the end of its frame")
-                frame_end = None
-            if name == "FRAME":
-                if frame_end is not None:
-                    raise PickleScanError(f"{where}: a new frame starts before the current one ends")
-                frame_end = pos + 9 + arg
-            elif name in ("GLOBAL", "INST"):
-                arg = _raw_global(f, pos, where)
-            ops.append((name, arg, pos))
-            prev = name
-    except PickleScanError:
-        raise
-    except (ValueError, EOFError, OverflowError, MemoryError, IndexError, KeyError, UnicodeDecodeError) as e:
-        raise PickleScanError(f"{where}: malformed pickle ({str(e)[:160]})") from None
-    if not ops or ops[-1][0] != "STOP":
-        raise PickleScanError(f"{where}: no STOP opcode")
-    end = f.tell()
+        end, problem = _walk(buf, start, f, where, ops, left, max_ops)
+    finally:
+        if isinstance(buf, memoryview):
+            buf.release()
+    f.seek(end)
     if budget is not None:
         budget[0] -= len(ops)
-    if frame_end is not None and frame_end != end:
-        raise PickleScanError(f"{where}: the last frame does not end at STOP ({frame_end - end:+d} bytes)")
+    if problem:  # a framing problem: the whole stream was read, so all its globals are known
+        raise PickleScanError(problem, ops=ops)
     return Pickle(where, ops, start, end)
+
+
+def _walk(buf, pos: int, f, where: str, ops: list, left: int, max_ops: int):
+    """Append ``(name, arg, pos)`` for each opcode from ``pos`` to STOP, as ``pickletools.genops``
+    yields them; return (the position after STOP, the first framing problem or "").
+
+    Fixed-width arguments are unpacked straight from ``buf`` (genops' per-opcode reads cost ~1 us
+    each: 2M-opcode bombs took seconds); the others go through pickletools' own readers on ``f``.
+    Where ``pickle.load`` reads an argument that genops refuses (``I0x10``, a non-ASCII ``S'...'``)
+    the value is read as pickle reads it, so the opcodes after it are still scanned.
+    """
+    size, table, unpack_from, append = len(buf), _TABLE, struct.unpack_from, ops.append
+    no_frame = sys.maxsize
+    frame_end, problem = no_frame, ""
+    try:
+        while True:
+            # IndexError past the end: "pickle exhausted before seeing STOP", as genops says it
+            name, kind, width, fmt, reader = table[buf[pos]]
+            if pos >= frame_end:  # framing: the previous opcode ended where this one starts
+                if pos > frame_end and not problem:
+                    problem = f"{where}: opcode {ops[-1][0]} at byte {ops[-1][2]} crosses the end of its frame"
+                frame_end = no_frame
+            if kind == _PLAIN:  # the common opcodes: no argument, or a fixed-width one
+                if width:
+                    nxt = pos + 1 + width
+                    if nxt > size:
+                        raise ValueError(f"not enough data in stream to read {reader}")
+                    append((name, unpack_from(fmt, buf, pos + 1)[0], pos))
+                    pos = nxt
+                else:
+                    append((name, None, pos))
+                    pos += 1
+            else:
+                if kind == _UNKNOWN:
+                    raise ValueError(f"at position {pos}, opcode {bytes(buf[pos:pos + 1])!r} unknown")
+                if width:
+                    arg = unpack_from(fmt, buf, pos + 1)[0] if pos + 1 + width <= size else None
+                    if arg is None:
+                        raise ValueError(f"not enough data in stream to read {reader}")
+                    nxt = pos + 1 + width
+                elif reader is not None:
+                    f.seek(pos + 1)
+                    arg = reader(f)
+                    nxt = f.tell()
+                else:
+                    arg, nxt = None, pos + 1
+                if name == "FRAME":
+                    if frame_end != no_frame and not problem:
+                        problem = f"{where}: a new frame starts before the current one ends"
+                    frame_end = pos + 9 + arg
+                elif name == "GLOBAL" or name == "INST":
+                    arg = _raw_global(f, pos, where)
+                append((name, arg, pos))
+                pos = nxt
+                if name == "STOP":
+                    if len(ops) > left:
+                        raise PickleScanError(f"{where}: over {max_ops} opcodes in this file (the rule pack's pickle_max_opcodes)",
+                                              bound=True)
+                    break
+            if len(ops) > left:
+                raise PickleScanError(f"{where}: over {max_ops} opcodes in this file (the rule pack's pickle_max_opcodes)", bound=True)
+    except PickleScanError as e:
+        del ops[left:]  # the opcodes within the bound, as genops' walk stopped
+        e.ops = ops
+        raise
+    except IndexError:
+        raise PickleScanError(f"{where}: malformed pickle (pickle exhausted before seeing STOP)", ops=ops) from None
+    except (ValueError, EOFError, OverflowError, MemoryError, KeyError, UnicodeDecodeError, struct.error) as e:
+        raise PickleScanError(f"{where}: malformed pickle ({str(e)[:160]})", ops=ops) from None
+    if frame_end != no_frame and frame_end != pos and not problem:
+        problem = f"{where}: the last frame does not end at STOP ({frame_end - pos:+d} bytes)"
+    return pos, problem
+
+
+def _lenient_int(reader):
+    """INT/LONG's decimal line as ``pickle.load`` reads it when genops refuses it (base 0: ``0x10`` is 16)."""
+
+    def read(f):
+        here = f.tell()
+        try:
+            return reader(f)
+        except ValueError:
+            f.seek(here)
+            line = bytes(f.readline())
+            if not line.endswith(b"\n"):
+                raise
+            text = line[:-1]
+            return int(text[:-1] if text.endswith(b"L") else text, 0)
+
+    return read
+
+
+def _read_string_nl(f):
+    """STRING's quoted line: pickletools decodes it as ASCII, torch.load as UTF-8 (and latin-1 for numpy)."""
+    here = f.tell()
+    try:
+        return pickletools.read_stringnl(f)
+    except UnicodeDecodeError:
+        f.seek(here)
+        data = pickletools.read_stringnl(f, decode=False)
+        return codecs.escape_decode(data)[0].decode("latin-1")
+
+
+_PLAIN, _SLOW, _UNKNOWN = 0, 1, 2
+
+
+def _table() -> list:
+    """byte -> (name, kind, fixed width or 0, struct format or "", reader) for all 256 bytes."""
+    fixed = {"uint1": (1, "<B"), "uint2": (2, "<H"), "int4": (4, "<i"), "uint4": (4, "<I"), "uint8": (8, "<Q"), "float8": (8, ">d")}
+    lenient = {"INT": _lenient_int(pickletools.read_decimalnl_short), "LONG": _lenient_int(pickletools.read_decimalnl_long),
+               "STRING": _read_string_nl}
+    slow = {"FRAME", "GLOBAL", "INST", "STOP"}  # framing, names read from the raw bytes, the end
+    table = [("", _UNKNOWN, 0, "", None)] * 256
+    for op in pickletools.opcodes:
+        if op.arg is None:
+            spec = (op.name, 0, "", None)
+        elif op.arg.name in fixed:
+            width, fmt = fixed[op.arg.name]
+            spec = (op.name, width, fmt, op.arg.name)
+        else:
+            spec = (op.name, 0, "", lenient.get(op.name, op.arg.reader))
+        kind = _SLOW if op.name in slow or spec[3] is not None and not spec[1] else _PLAIN
+        table[ord(op.code)] = (spec[0], kind, *spec[1:])
+    return table
+
+
+_TABLE = _table()
 
 
 def _raw_global(f, pos: int, where: str) -> tuple:
@@ -284,49 +446,102 @@ def globals_in_ops(ops, limits: Limits | None = None) -> list:
 
     Linear in the opcodes: marks are kept on their own stack (finding the last mark by searching
     the stack made MARK/POP_MARK pairs over a deep stack quadratic), and the memo is bounded.
+
+    Raises:
+        PickleScanError: over the memo or nesting bound; its ``globals`` are those found before it.
     """
     limits = limits or default_limits()
     max_memo, max_depth = limits.pickle_max_memo, limits.pickle_max_depth
+    if not any(op[0] == "STACK_GLOBAL" for op in ops):
+        return _globals_no_stack(ops, max_memo, max_depth)
     stack, marks, memo, found = [], [], {}, []
+    effect = _EFFECT
     for name, arg, _pos in ops:
-        if name in _PUTS or name == "MEMOIZE":
+        kind, mark_at, n_before, n_after = effect[name]
+        if kind == _K_PUT:
             memo[len(memo) if name == "MEMOIZE" else arg] = stack[-1] if stack else _ANY
             if len(memo) > max_memo:
-                raise PickleScanError(f"more than {max_memo} memo entries (the rule pack's pickle_max_memo)")
+                raise PickleScanError(f"more than {max_memo} memo entries (the rule pack's pickle_max_memo)", globals=found, bound=True)
             continue
-        if name in ("GLOBAL", "INST"):
+        if kind == _K_GLOBAL:
             found.append(".".join(arg))
-        elif name == "STACK_GLOBAL":
+        elif kind == _K_STACK_GLOBAL:
             attr = stack[-1] if stack else _ANY
             mod = stack[-2] if len(stack) > 1 else _ANY
             ok = isinstance(mod, str) and isinstance(attr, str)
             found.append(".".join(compat_name(mod, attr)) if ok else f"{UNRESOLVED} (STACK_GLOBAL with computed operands)")
-        elif name.startswith("EXT"):
+        elif kind == _K_EXT:
             found.append(f"{UNRESOLVED} (copyreg extension code {arg})")
-        # the opcode's stack effect, tracking string values and the memo
-        mark_at, n_before, n_after = _EFFECT[name]
+        # the opcode's stack effect, tracking string values and the memo (slices clamp: an
+        # underflow empties the stack, as the checks with max/min did)
         if mark_at >= 0:
-            mark = marks.pop() if marks else 0
-            del stack[min(mark, len(stack)):]
-            del stack[max(0, len(stack) - mark_at):]
-        elif name == "DUP":
+            del stack[marks.pop() if marks else 0:]
+            if mark_at:
+                del stack[-mark_at:]
+        elif kind == _K_DUP:
             stack.append(stack[-1] if stack else _ANY)
             continue
         elif n_before:
-            del stack[max(0, len(stack) - n_before):]
-        if name == "MARK":
+            del stack[-n_before:]
+        if kind == _K_MARK:
             marks.append(len(stack))
             if len(marks) > max_depth:
-                raise PickleScanError(f"marks nested over {max_depth} deep (the rule pack's pickle_max_depth)")
-        elif name in _STRINGS:
+                raise PickleScanError(f"marks nested over {max_depth} deep (the rule pack's pickle_max_depth)", globals=found, bound=True)
+        elif kind == _K_STRING:
             stack.append(arg)
-        elif name in _GETS:
+        elif kind == _K_GET:
             stack.append(memo.get(arg, _ANY))
+        elif n_after == 1:
+            stack.append(_ANY)
         elif n_after:
             stack.extend([_ANY] * n_after)
     return found
 
 
-# opcode -> (position of the mark in its stack_before or -1, items it pops, items it pushes)
-_EFFECT = {op.name: (op.stack_before.index(pickletools.markobject) if pickletools.markobject in op.stack_before else -1,
+def _globals_no_stack(ops, max_memo: int, max_depth: int) -> list:
+    """``globals_in_ops`` for a stream without STACK_GLOBAL: no operand to resolve, so no stack to
+    keep; only the memo and the nesting are counted, for the same bounds at the same opcode."""
+    memo, depth, found, effect = set(), 0, [], _EFFECT
+    for name, arg, _pos in ops:
+        kind, mark_at = effect[name][:2]
+        if kind == _K_PUT:
+            memo.add(len(memo) if name == "MEMOIZE" else arg)
+            if len(memo) > max_memo:
+                raise PickleScanError(f"more than {max_memo} memo entries (the rule pack's pickle_max_memo)", globals=found, bound=True)
+            continue
+        if kind == _K_GLOBAL:
+            found.append(".".join(arg))
+        elif kind == _K_EXT:
+            found.append(f"{UNRESOLVED} (copyreg extension code {arg})")
+        if mark_at >= 0 and depth:
+            depth -= 1
+        elif kind == _K_MARK:
+            depth += 1
+            if depth > max_depth:
+                raise PickleScanError(f"marks nested over {max_depth} deep (the rule pack's pickle_max_depth)", globals=found, bound=True)
+    return found
+
+
+_K_OTHER, _K_PUT, _K_GLOBAL, _K_STACK_GLOBAL, _K_EXT, _K_DUP, _K_MARK, _K_STRING, _K_GET = range(9)
+
+
+def _kind(name: str) -> int:
+    if name in _PUTS or name == "MEMOIZE":
+        return _K_PUT
+    if name in ("GLOBAL", "INST"):
+        return _K_GLOBAL
+    if name == "STACK_GLOBAL":
+        return _K_STACK_GLOBAL
+    if name.startswith("EXT"):
+        return _K_EXT
+    if name in ("DUP", "MARK"):
+        return _K_DUP if name == "DUP" else _K_MARK
+    if name in _STRINGS:
+        return _K_STRING
+    return _K_GET if name in _GETS else _K_OTHER
+
+
+# opcode -> (kind, position of the mark in its stack_before or -1, items it pops, items it pushes)
+_EFFECT = {op.name: (_kind(op.name),
+                     op.stack_before.index(pickletools.markobject) if pickletools.markobject in op.stack_before else -1,
                      len(op.stack_before), len(op.stack_after)) for op in pickletools.opcodes}

@@ -18,7 +18,18 @@ ZIP_MAGIC = b"PK\x03\x04"
 
 
 class PickleScanError(Exception):
-    """The opcode stream is malformed, ambiguous or too large to scan."""
+    """The opcode stream is malformed, ambiguous or too large to scan.
+
+    ``ops``: the opcodes read before the failure; ``globals``: the globals they import. A loader
+    runs a stream up to where it breaks (and past what only our scan refuses), so these still count.
+    ``bound``: a pack limit stopped the scan (what follows is unknown), not malformed bytes.
+    """
+
+    def __init__(self, message: str, ops=None, globals=None, bound: bool = False):
+        super().__init__(message)
+        self.ops = ops or []
+        self.globals = globals or []
+        self.bound = bound
 
 
 @dataclass

@@ -10,17 +10,22 @@ import math
 import mmap
 import os
 import struct
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..dtypes import SAFETENSORS, itemsize
 from ..errors import InputError
+from ..report.terminal import printable
+from . import contained
+from .limits import default_limits
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # same cap as the safetensors library
 MAX_NAME_CHARS = 1024
-# real models have at most ~100k tensors (large MoEs); a header can't make us build millions of records
-MAX_TENSORS = 1_000_000
+# real models have at most ~100k tensors (large MoEs); a header can't make us build millions of
+# records: the default pack's [scan] max_tensors, checked before any entry is built
+MAX_TENSORS = default_limits().max_tensors
 
 
 @dataclass(frozen=True)
@@ -50,49 +55,127 @@ class SafetensorsFile:
         InputError: for anything that is not a well-formed safetensors file.
     """
 
-    def __init__(self, path, relpath: str):
+    def __init__(self, path, relpath: str, root=None):
         self.path = str(path)
         self.relpath = relpath
-        self.size = os.path.getsize(self.path)
-        self.metadata, self.entries, self._data_start = _read_header(self.path, relpath, self.size)
-        self._mm = None
+        self._mm, self._fd, self._lock = None, None, threading.Lock()
+        # one descriptor for the header and the data: a symlink swapped in between the two reads
+        # would otherwise hand us another file's bytes. Under a model folder (``root``) it is
+        # opened inside it with O_NOFOLLOW (contained.open_inside).
+        self._fd = contained.open_inside(root, relpath) if root is not None else os.open(self.path, os.O_RDONLY | _BINARY)
+        try:
+            self.size = os.fstat(self._fd).st_size
+            self.metadata, self.entries, self._data_start = _read_header(self._fd, relpath, self.size)
+        except BaseException:
+            self.close()
+            raise
 
     def array(self, entry: Entry) -> np.ndarray:
         """The raw stored values of ``entry`` as a read-only numpy array backed by the mmap."""
         if entry.numel == 0:
             return np.zeros(entry.shape, dtype=SAFETENSORS_NP[entry.dtype])
-        if self._mm is None:
-            with open(self.path, "rb") as f:
-                self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        with self._lock:   # two scan threads may ask first; only one maps and closes the descriptor
+            self._check_size()
+            if self._mm is None:
+                self._mm = mmap.mmap(self._fd, 0, access=mmap.ACCESS_READ)
+                # the map holds its own duplicate of the descriptor (and measures the file through it):
+                # ours is closed, so a sharded checkpoint costs one descriptor per mapped file, as before
+                os.close(self._fd)
+                self._fd = None
+                MAPPED[id(self)] = self.relpath
         arr = np.frombuffer(self._mm, dtype=SAFETENSORS_NP[entry.dtype], count=entry.numel,
                             offset=self._data_start + entry.start)
         return arr.reshape(entry.shape)
 
+    def _check_size(self):
+        """A file truncated under the map would kill the process (SIGBUS) on the next page read:
+        it is re-measured before each tensor. A truncation during one tensor's read is caught by
+        the CLI's SIGBUS guard (``guard_sigbus``)."""
+        if self._mm is not None:
+            now = self._mm.size()
+        elif self._fd is not None:
+            now = os.fstat(self._fd).st_size
+        else:
+            raise InputError(self.relpath, "read after the checkpoint was closed")
+        if now != self.size:
+            raise InputError(self.relpath, f"changed while being read: {self.size} bytes when opened, {now} now")
+
     def close(self):
         # numpy views may still point into the map; dropping our reference is enough,
-        # the map closes when the last view goes away
+        # the map closes when the last view goes away (it holds its own descriptor)
         self._mm = None
+        MAPPED.pop(id(self), None)
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self):
+        if getattr(self, "_fd", None) is not None or getattr(self, "_mm", None) is not None:
+            self.close()
 
 
 SAFETENSORS_NP = {name: np_dtype for name, np_dtype in SAFETENSORS.values()}
+_BINARY = getattr(os, "O_BINARY", 0)
+# id(reader) -> file name of every mapped safetensors file, for the SIGBUS guard's one line
+MAPPED = {}
 
 
-def _read_header(path: str, rel: str, size: int):
+def _pread(fd: int, n: int, offset: int, rel: str) -> bytes:
+    """Exactly ``n`` bytes at ``offset`` of ``fd`` (no shared file position)."""
+    out = bytearray()
+    while len(out) < n:
+        chunk = os.pread(fd, min(n - len(out), 1 << 24), offset + len(out))
+        if not chunk:
+            raise InputError(rel, f"truncated while being read: {len(out) + offset} bytes, expected {n + offset}")
+        out += chunk
+    return bytes(out)
+
+
+def guard_sigbus():
+    """Turn a SIGBUS (a mapped file truncated by someone else while it is read) into one line
+    and exit 2. Python cannot recover from it: a Python-level handler would return to the
+    faulting read, which faults again, so a C-callable handler writes the line and exits."""
+    import ctypes
+    import signal
+
+    if not hasattr(signal, "SIGBUS") or _GUARD:
+        return
+    handler = ctypes.CFUNCTYPE(None, ctypes.c_int)(_on_sigbus)
+    libc = ctypes.CDLL(None)
+    libc.signal.restype = ctypes.c_void_p
+    libc.signal.argtypes = [ctypes.c_int, ctypes.CFUNCTYPE(None, ctypes.c_int)]
+    libc.signal(signal.SIGBUS, handler)
+    _GUARD.append(handler)   # the callback must outlive this function
+
+
+_GUARD = []
+
+
+def _on_sigbus(signum):
+    names = printable(", ".join(sorted(set(MAPPED.values())))) or "a mapped checkpoint file"
+    os.write(2, f"initcheck: error: {names}: changed or truncated while being read (SIGBUS)\n".encode("utf-8", "replace"))
+    os._exit(2)
+
+
+def _read_header(fd: int, rel: str, size: int):
     if size < 8:
         raise InputError(rel, f"not a safetensors file: {size} bytes, too short for a header")
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        if n > size - 8:
-            raise InputError(rel, f"truncated or not safetensors: header length {n} is beyond the end of the file ({size} bytes)")
-        if n > MAX_HEADER_BYTES:
-            raise InputError(rel, f"header of {n} bytes exceeds the {MAX_HEADER_BYTES} byte limit")
-        raw = f.read(n)
+    (n,) = struct.unpack("<Q", _pread(fd, 8, 0, rel))
+    if n > size - 8:
+        raise InputError(rel, f"truncated or not safetensors: header length {n} is beyond the end of the file ({size} bytes)")
+    if n > MAX_HEADER_BYTES:
+        raise InputError(rel, f"header of {n} bytes exceeds the {MAX_HEADER_BYTES} byte limit")
+    raw = _pread(fd, n, 8, rel)
+    # each tensor is a JSON object: counting braces (C speed) bounds the tensors before the parse,
+    # which takes ~30 s and 800 MB for a million zero-size entries
+    if raw.count(b"{") > MAX_TENSORS + 2:
+        raise InputError(rel, f"header holds {raw.count(b'{')} JSON objects, over the rule pack's max_tensors ({MAX_TENSORS})")
     header = _parse_header(raw, rel)
     metadata = header.pop("__metadata__", None) or {}
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise InputError(rel, "safetensors __metadata__ must map strings to strings")
     if len(header) > MAX_TENSORS:
-        raise InputError(rel, f"header lists {len(header)} tensors, over the {MAX_TENSORS} limit")
+        raise InputError(rel, f"header lists {len(header)} tensors, over the rule pack's max_tensors ({MAX_TENSORS})")
     data_start = 8 + n
     data_len = size - data_start
     entries = []

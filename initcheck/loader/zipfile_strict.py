@@ -12,7 +12,9 @@ accept the one layout on which every reader agrees:
   records), end record``: no prefix, no gap, no second archive, no comment, no trailing bytes;
 - each local header agrees with its central directory entry (name, flags, method, sizes);
 - no two member names are equal once ASCII-lowercased (miniz's ``MZ_TOLOWER``);
-- no encryption, no multi-disk archives, only stored or deflated members.
+- no encryption, no multi-disk archives, only stored or deflated members;
+- no deflated member that inflates past the pack's ``zip_ratio_min_bytes`` at over ``zip_max_ratio``:1
+  (a zip bomb: refused from the directory, before torch.load or we inflate it).
 
 ``Member.data_offset`` is computed as torch's ``getRecordOffset`` does: local header offset + 30 +
 the *local* name and extra lengths.
@@ -55,14 +57,21 @@ class StrictZip:
         max_members: the most members accepted (the rule pack's ``zip_max_members``).
         torch: hold the archive to torch's layout (every member in one top folder); False for
             other archives scanned for pickles (``.npz``, any zip in the folder).
+        limits: the pack's bounds (``zip_max_ratio``, ``zip_ratio_min_bytes``); default: the default pack's.
 
     Raises:
         ZipError: for any layout that is not a single, plain, unambiguous archive.
     """
 
-    def __init__(self, buf, max_members: int = 100_000, torch: bool = True):
+    def __init__(self, buf, max_members: int = 100_000, torch: bool = True, limits=None):
+        if limits is None:
+            from .limits import default_limits
+
+            limits = default_limits()
         self.buf = buf
         self.members = _parse(buf, max_members)
+        for m in self.members:
+            check_member(m.name, m.size, m.compressed_size, m.method == 8, limits)
         self._by_lower = {}
         for m in self.members:
             key = _lower(m.name)
@@ -113,6 +122,17 @@ class StrictZip:
         if zlib.crc32(data) != m.crc:
             raise ZipError(f"{m.name[:60]}: CRC mismatch")
         return data
+
+
+def check_member(name: str, size: int, compressed: int, deflated: bool, limits) -> None:
+    """Refuse a member that inflates past ``zip_ratio_min_bytes`` at over ``zip_max_ratio``:1.
+
+    Raises:
+        ZipError: naming the member, its sizes and the pack's limits.
+    """
+    if deflated and size > limits.zip_ratio_min_bytes and size > limits.zip_max_ratio * max(compressed, 1):
+        raise ZipError(f"member {name[:60]!r} inflates {compressed} bytes to {size} ({size // max(compressed, 1)}:1), over the "
+                       f"rule pack's zip_max_ratio ({limits.zip_max_ratio}:1 above {limits.zip_ratio_min_bytes} bytes)")
 
 
 def _lower(name: str) -> str:

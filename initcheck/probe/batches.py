@@ -149,18 +149,31 @@ def synthetic(model, task: str, batch_size: int, seq_len: int, seed: int, tokeni
     return batch
 
 
-def load_tokenizer(folder):
-    """The tokenizer saved next to the model, or None when there is none (never the network)."""
+def load_tokenizer(folder, trust_remote_code=False, why=None):
+    """The tokenizer saved next to the model, or None when there is none (never the network).
+
+    transformers reads a private copy of the folder (``hf.staged``) with ``trust_remote_code``
+    passed explicitly, so it never prompts on stdin. A tokenizer that names custom code, or whose
+    files resolve outside the folder, is not loaded: the reason is appended to ``why``.
+    """
     if folder is None:
         return None
     names = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
              "tokenizer.model")
-    if not any((Path(folder) / n).is_file() for n in names):
+    if not any((Path(folder) / n).is_file() or (Path(folder) / n).is_symlink() for n in names):
         return None
     from transformers import AutoTokenizer
 
+    from .. import hf
+
+    refused = hf.refusal(folder, "tokenizer", trust_remote_code)
+    if refused:
+        if why is not None:
+            why.append(refused)
+        return None
     try:
-        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        with hf.quiet_transformers(), hf.staged(folder, trust_remote_code) as (copy, _):
+            return AutoTokenizer.from_pretrained(copy, local_files_only=True, trust_remote_code=bool(trust_remote_code))
     except Exception:  # a broken tokenizer is not worth failing the probe for synthetic data
         return None
 

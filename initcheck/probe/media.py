@@ -55,8 +55,12 @@ def read_wav(path: Path, where: Path, lineno: int):
     return x, rate
 
 
-def load_processor(folder, task):
-    """The processor saved with the model (never the network), or None."""
+def load_processor(folder, task, trust_remote_code=False):
+    """The processor saved with the model (never the network), or None.
+
+    transformers reads a private copy of the folder (``hf.staged``), ``trust_remote_code`` passed
+    explicitly (callers first ask ``hf.refusal``: custom code is never loaded without the flag).
+    """
     if folder is None:
         return None
     names = ("preprocessor_config.json", "processor_config.json", "feature_extractor_config.json")
@@ -64,13 +68,16 @@ def load_processor(folder, task):
         return None
     import transformers
 
+    from .. import hf
+
     loaders = [transformers.AutoProcessor]
     loaders += [transformers.AutoImageProcessor] if task in inputs.IMAGE else [transformers.AutoFeatureExtractor]
-    for loader in loaders:
-        try:
-            return loader.from_pretrained(str(folder), local_files_only=True)
-        except Exception:  # noqa: BLE001, S112 - try the narrower loader
-            continue
+    with hf.quiet_transformers(), hf.staged(folder, trust_remote_code) as (copy, _):
+        for loader in loaders:
+            try:
+                return loader.from_pretrained(copy, local_files_only=True, trust_remote_code=bool(trust_remote_code))
+            except Exception:  # noqa: BLE001, S112 - try the narrower loader
+                continue
     return None
 
 
@@ -84,7 +91,7 @@ def _part(processor, name):
     return getattr(processor, name, None) or processor
 
 
-def from_jsonl(path, model, task: str, batch_size: int, seq_len: int, folder) -> dict:
+def from_jsonl(path, model, task: str, batch_size: int, seq_len: int, folder, trust_remote_code=False) -> dict:
     """The first ``batch_size`` rows of an image or audio JSONL, processed, as the probe batch.
 
     Raises:
@@ -94,7 +101,7 @@ def from_jsonl(path, model, task: str, batch_size: int, seq_len: int, folder) ->
     """
     path = Path(path)
     key = "image" if task in inputs.IMAGE or inputs.is_vlm(model) else "audio"
-    processor = load_processor(folder, task)
+    processor = load_processor(folder, task, trust_remote_code)
     if processor is None:
         raise InputError(path, "--data needs the processor saved in the model folder (preprocessor_config.json; "
                                "processor.save_pretrained(folder)); omit --data for synthetic batches")

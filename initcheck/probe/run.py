@@ -109,7 +109,9 @@ def _run(scan, settings, pack, tr, model, task, recipe, started, on_step=None) -
         p.requires_grad_(n in params)
     if not params:
         return _skip(tr, f"no trainable parameters with --train {settings.train} (heads found: {heads or 'none'})")
-    batch = _batch(model, task, settings, recipe, pack.rules[SKIPPED])
+    notes = []
+    batch = _batch(model, task, settings, recipe, pack.rules[SKIPPED], notes)
+    tr["inputs_note"] = "; ".join(notes) or None
     rows = next((v.shape[0] for k, v in batch.items() if k in ("pixel_values", "x") and isinstance(v, torch.Tensor)), None)
     if rows is not None:
         tr["batch_size"] = int(rows)  # images per batch, after image_pixels_per_batch
@@ -315,7 +317,8 @@ def _image_rows(model, task, batch_size, rules) -> int:
     return _rows_for(h * w, batch_size, rules)
 
 
-def _batch(model, task, settings, recipe, pack_rules=None) -> dict:
+def _batch(model, task, settings, recipe, pack_rules=None, notes=None) -> dict:
+    """The probe batch; why the folder's tokenizer or processor was not used goes to ``notes``."""
     pack_rules = pack_rules or {}
     if settings.batch is not None:
         return dict(settings.batch)
@@ -331,13 +334,24 @@ def _batch(model, task, settings, recipe, pack_rules=None) -> dict:
     if inputs.config_of(model) is None:
         raise ValueError("a plain nn.Module has no config to shape a synthetic batch: pass batch={...}")
     media = inputs.wants(model, task)
-    if settings.data and media:
+    trust = bool(recipe.get("trust_remote_code"))
+    notes = [] if notes is None else notes
+    data = settings.data
+    if data and media:
+        from .. import hf
         from . import media as MD
 
-        return MD.from_jsonl(settings.data, model, task, settings.batch_size, settings.seq_len, recipe.get("path"))
-    tokenizer = batches.load_tokenizer(recipe.get("path"))
-    if settings.data:
-        return batches.from_jsonl(settings.data, model, task, settings.batch_size, settings.seq_len, tokenizer)
+        refused = recipe.get("path") and hf.refusal(recipe["path"], "processor", trust)
+        if not refused:
+            return MD.from_jsonl(data, model, task, settings.batch_size, settings.seq_len, recipe.get("path"), trust)
+        notes.append(f"--data not used, synthetic inputs instead: {refused}")
+        data = None
+    tokenizer = batches.load_tokenizer(recipe.get("path"), trust, notes)
+    if data and tokenizer is None and notes:   # the tokenizer was refused: say so, probe on synthetic inputs
+        notes[-1] = f"--data not used, synthetic inputs instead: {notes[-1]}"
+        data = None
+    if data:
+        return batches.from_jsonl(data, model, task, settings.batch_size, settings.seq_len, tokenizer)
     if media:
         rows = _image_rows(model, task, settings.batch_size, pack_rules)
         return inputs.synthetic(model, task, rows, settings.seq_len, settings.seed, tokenizer)

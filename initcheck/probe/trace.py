@@ -20,6 +20,7 @@ def empty(settings, task, recipe) -> dict:
         "spikes": [], "grad_norm": {"layers": [], "values": []}, "dead_params": [], "dead_modules": [],
         "unused_params": [], "unused_fraction": 0.0, "activations": {}, "update_ratio": {}, "first_nonfinite": None,
         "head_modules": [], "head_origin": None, "trainable_params": 0,
+        "inputs_note": None,   # why the folder's tokenizer/processor or --data was not used (custom code, a link out)
     }
 
 

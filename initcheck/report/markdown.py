@@ -6,12 +6,14 @@ neither break the table nor inject markup.
 """
 
 from . import _view
+from .terminal import printable_data
 
 _TOP = 15
 _ICONS = {"error": "🔴", "warning": "🟠", "info": "🔵"}
 
 
 def render(data: dict, top: int = _TOP, **kw) -> str:
+    data = printable_data(data, spaces=True)  # an ESC in a name never reaches a terminal; a newline is a space
     groups = _view.finding_groups(data)
     active = sorted((f for g in groups for f in g["active"]),
                     key=lambda f: (-_view.RANK[f["severity"]], f["rule"], f.get("param") or ""))

@@ -14,6 +14,8 @@ import math
 import sys
 import time
 
+from .terminal import printable
+
 
 def _loss(x) -> str:
     return f"{x:.4g}" if isinstance(x, float) and math.isfinite(x) else str(x)
@@ -27,7 +29,7 @@ class PlainProgress:
         self.name, self.t0 = None, None
 
     def _say(self, text: str):
-        print(f"initcheck: {text}", file=self.file, flush=True)
+        print(f"initcheck: {printable(text)}", file=self.file, flush=True)
 
     def phase(self, name: str):
         self.close()
@@ -66,7 +68,10 @@ class RichProgress:
         self.bar.start()
 
     def phase(self, name: str, total=None):
+        from rich.markup import escape
+
         self._end()
+        name = escape(printable(name))  # phase names may hold checkpoint folder names
         self.name, self.t0 = name, time.perf_counter()
         self.task, self.detail = self.bar.add_task(name, total=total, detail=""), ""
 

@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from . import _view
+from .terminal import printable_data
 
 _STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 _TITLE = {"error": "Errors", "warning": "Warnings", "info": "Info"}
@@ -19,6 +20,7 @@ def _fmt_params(n: int) -> str:
 
 
 def render(data: dict, color: bool = False, width: int = 100, **kw) -> str:
+    data = printable_data(data)  # every checkpoint string, once: no raw ESC or newline reaches the terminal
     buf = io.StringIO()
     con = Console(file=buf, force_terminal=color, color_system="standard" if color else None,
                   width=width, highlight=False, soft_wrap=not color)  # no hard wraps in logs and files
@@ -30,6 +32,13 @@ def render(data: dict, color: bool = False, width: int = 100, **kw) -> str:
     parts = [f"{len(new.get(k) or [])} {k}" for k in ("new", "head", "adapter", "resized") if new.get(k)]
     if parts:
         con.print("what is new: " + ", ".join(parts) + f", {new.get('pretrained', 0)} pretrained tensors")
+    bb = new.get("backbone") or {}
+    if bb.get("prefix") is not None:   # a backbone found inside a wrapper's keys
+        where = f"under '{bb['prefix']}'" if bb["prefix"] else "at the top level"
+        con.print(escape(f"backbone: {bb['model_class']} {where} ({bb['matched']} tensors, from {bb['source']})"))
+    ignored = (data.get("project_config") or {}).get("ignored")
+    if ignored:
+        con.print(f"note: {escape(ignored)}")
     verdict = data["verdict"].upper()
     counts = f"{s['error']} error(s), {s['warning']} warning(s), {s['info']} info"
     extra = [f"{s[k]} {k}" for k in ("suppressed", "baselined") if s.get(k)]
@@ -60,4 +69,7 @@ def render(data: dict, color: bool = False, width: int = 100, **kw) -> str:
     probe = _view.probe_summary(data.get("probe"))
     if probe:   # loss values may be "nan"/"inf" strings or None in a failed run: num() formats them all
         con.print(f"\nprobe: {escape(probe)}")
+    note = (data.get("probe") or {}).get("inputs_note") if isinstance(data.get("probe"), dict) else None
+    if note:
+        con.print(f"probe inputs: {escape(note)}")
     return buf.getvalue()

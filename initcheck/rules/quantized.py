@@ -35,7 +35,8 @@ def quantized_weights(ctx):
     quant = [r for r in ctx.scan.records if r.role == T.QUANTIZED]
     if not quant:
         return
-    layers = sorted({r.module or r.name for r in quant})   # a top-level table is its own layer
+    # a top-level table is its own layer; torch.ao's packed weights belong to the module around them
+    layers = sorted({(r.module or r.name).split("._packed_params")[0] for r in quant})
     kinds = sorted({_kind(r) for r in quant} - {""})
     example = ", ".join(layers[:3]) + (", ..." if len(layers) > 3 else "")
     yield ctx.finding(None, f"{len(quant)} quantized tensor(s) in {len(layers)} layer(s) ({', '.join(kinds) or 'integer weights'}; "

@@ -13,6 +13,13 @@ from . import rule
 from .zeros import allowed
 
 
+def has_own_scale(rec) -> bool:
+    """Whether the std of ``rec`` is a scale of its own at all: not weight norm's direction v (the forward
+    pass divides its norm out; its gain g carries the scale), not a fixed projection whose values are
+    an exact arange / identity (YOLO's DFL)."""
+    return rec.extra.get("weight_norm") != "direction" and not (rec.stats is not None and rec.stats.fixed)
+
+
 def _ratio_outside(std: float, lo: float, hi: float) -> float:
     """How far std sits outside [lo, hi], as a factor >= 1 (1 means inside)."""
     if std > hi:
@@ -23,7 +30,8 @@ def _ratio_outside(std: float, lo: float, hi: float) -> float:
 
 
 @rule("IC105", "new-layer-scale", "error",
-      options=("warn_ratio", "error_ratio", "head_warn_ratio", "head_error_ratio", "allow"))
+      options=("warn_ratio", "error_ratio", "head_warn_ratio", "head_error_ratio", "head_drift_ratio",
+               "head_min_ratio", "allow"))
 def new_layer_scale(rec, ctx):
     """A task head or new layer whose weight std is far from the init it should have.
 
@@ -54,6 +62,14 @@ def new_layer_scale(rec, ctx):
     logits). `head_warn_ratio` (8) sits above that; a 50x head shows as at least 20x even through
     the widest fan-based band, above `head_error_ratio` (16).
 
+    A stored head may also have moved as far from its init as the model around it: the tolerance
+    is `head_drift_ratio` x the backbone's drift (the median weight's std over its own init:
+    1.4 for a trained graph network, 3.6 for a CRNN, 8.6 for a conformer trained from scratch),
+    at least `head_warn_ratio` where the model declares the head's init and `head_min_ratio`
+    against the fan-based band of a plain state dict. So a head trained as long as its
+    from-scratch backbone passes, while a small head replaced by N(0,1) beside a backbone that
+    moved little (a graph network's [1, 24] output, 3.5x the band's top at drift 1.4) is caught.
+
     ## Why is this bad?
     A head initialised 50x too large is over-confident at step 0: the loss starts far above
     ln(C), the first updates are huge and the backbone features get wrecked before the head
@@ -72,16 +88,24 @@ def new_layer_scale(rec, ctx):
     - `head_warn_ratio`: factor that gives a warning for a stored head (origin `head`), which may
       have trained: above the drift measured on heads that trained normally.
     - `head_error_ratio`: factor that gives an error for a stored head.
+    - `head_drift_ratio`: a stored head may sit this many times its backbone's drift from its
+      init (the median weight's std over its own init) before it is flagged; the error
+      threshold scales alike (`head_error_ratio` / `head_warn_ratio`).
+    - `head_min_ratio`: the least tolerance for a stored head judged against the fan-based band
+      (a plain state dict, no declared init).
     - `allow`: glob patterns of parameter names to skip.
     """
     st = rec.stats
     if (st is None or rec.origin not in (T.NEW, T.HEAD) or rec.role not in (T.LINEAR, T.CONV, T.EMBEDDING)
-            or st.all_zero or st.constant or not st.finite or allowed(rec.name, ctx.opt("allow"))):
+            or st.all_zero or st.constant or not st.finite or not has_own_scale(rec) or allowed(rec.name, ctx.opt("allow"))):
         return None
     lo, hi, label = reference_std(rec, ctx.scan.config)
     factor = _ratio_outside(st.std, lo, hi)
     stored = rec.origin == T.HEAD
-    warn, err = (ctx.opt("head_warn_ratio"), ctx.opt("head_error_ratio")) if stored else (ctx.opt("warn_ratio"), ctx.opt("error_ratio"))
+    warn, err = (ctx.opt("warn_ratio"), ctx.opt("error_ratio"))
+    tail = ""
+    if stored:   # below its band, a trained head is judged as before: drift only ever grows weights
+        warn, err, tail = _head_ratios(ctx, declared=lo == hi or st.std < lo)
     if factor < warn:
         return None
     severity = "error" if factor >= err else "warning"
@@ -89,9 +113,38 @@ def new_layer_scale(rec, ctx):
         severity = ctx.severity
     where = "above" if st.std > hi else "below"
     what = f"stored task head ({found(rec)}): " if stored else ""
-    tail = f" (a head that trained normally stays within {warn:g}x)" if stored else ""
     return ctx.finding(rec.name, f"{what}std {st.std:.4g}, expected ≈ {label}: {factor:.1f}x {where}{tail}",
                        value=st.std, expected=hi if st.std > hi else lo, severity=severity)
+
+
+def _head_ratios(ctx, declared: bool):
+    """``(warn, error, why)`` for a stored head. A head may have trained as far as the model around it:
+    the tolerance is ``head_drift_ratio`` x the backbone's drift from its init (the median weight's
+    std over PyTorch's default init, or over initializer_range), at least ``head_warn_ratio`` where
+    the model declares its init and ``head_min_ratio`` where the band is only the fan-based inits (a
+    plain state dict, whose backbone's drift is all that says how far training went)."""
+    drift = model_drift(ctx.scan.records, ctx.scan.config)
+    if drift is None:   # no backbone weights to measure (an adapter folder's modules_to_save)
+        return ctx.opt("head_warn_ratio"), ctx.opt("head_error_ratio"), f" (a head that trained normally stays within {ctx.opt('head_warn_ratio'):g}x)"
+    floor = ctx.opt("head_warn_ratio") if declared else ctx.opt("head_min_ratio")
+    warn = max(floor, ctx.opt("head_drift_ratio") * drift)
+    err = warn * ctx.opt("head_error_ratio") / ctx.opt("head_warn_ratio")
+    if warn == ctx.opt("head_warn_ratio"):
+        return warn, err, f" (a head that trained normally stays within {warn:g}x)"
+    return warn, err, f" (a head that trained as far as its backbone, {drift:.2f}x its init, stays within {warn:.3g}x)"
+
+
+def model_drift(records, config=None) -> float | None:
+    """How far the model's trained weights sit from their own init: the median, over every pretrained
+    weight IC110 pools, of its std over the init std (PyTorch's default for fan-based models,
+    initializer_range where the config declares it). 1 for a model at its init; measured 1.4 (a
+    graph network) to 8.6 (a conformer trained from scratch), see benchmarks/measure_scale_band.py.
+    None when the checkpoint holds no such weight (an adapter folder)."""
+    values = []
+    for what, measure, _, pool in model_scale(records, config):
+        declared = init_std(pool[0].name, config).std if what == "std" else None
+        values += [measure(r, r.stats.std) / declared if declared else measure(r, r.stats.std) for r in pool]
+    return max(1.0, statistics.median(values)) if values else None
 
 
 @rule("IC106", "layer-scale-outlier", "error", options=("warn_ratio", "error_ratio", "min_siblings"), scope="model")
@@ -113,7 +166,10 @@ def layer_scale_outlier(ctx):
     its members (median absolute deviation of the logs, which one outlier cannot sway).
     Siblings of one shape (BERT, GPT, Llama) compare plain stds either way. Norm gains compare
     the root mean square of their effective gain (`1 + w` for norms that compute `x * (1 + w)`).
-    Needs at least `min_siblings` tensors in a group.
+    Needs at least `min_siblings` tensors in a group. Not compared: weights still at PyTorch's
+    default init (a block the forward pass never reaches sits there beside siblings that trained
+    far: IC111 reports it as untrained), weight norm's `weight_v` and fixed `arange`/identity
+    projections, which have no scale of their own.
 
     ## Why is this bad?
     Training moves weights by small factors, not by 30x. A layer 100x off its siblings was
@@ -138,7 +194,7 @@ def layer_scale_outlier(ctx):
         for rec in recs:
             st = rec.stats
             if (rec.role not in (T.LINEAR, T.CONV, T.EMBEDDING, T.NORM_GAIN) or rec.origin != T.PRETRAINED
-                    or st is None or not st.finite or _zero_scale(rec)):
+                    or st is None or not st.finite or _zero_scale(rec) or not has_own_scale(rec)):
                 continue
             groups.setdefault((rec.role, key), []).append(rec)
     for (role, _), members in groups.items():
@@ -150,7 +206,7 @@ def layer_scale_outlier(ctx):
             continue
         for rec, v in zip(members, values):
             factor = _ratio_outside(v, median, median)
-            if factor < ctx.opt("warn_ratio"):
+            if factor < ctx.opt("warn_ratio") or rec.stats.default_init:   # never trained, not corrupt: IC111's
                 continue
             severity = ctx.severity if factor >= ctx.opt("error_ratio") else "warning"
             yield ctx.finding(rec.name, f"{what} {v:.4g} vs median {median:.4g} of the same layer in {len(members)} blocks: "
@@ -277,7 +333,7 @@ def model_scale(records, config=None) -> list:
             continue
         embedding = r.role == T.EMBEDDING
         if ((r.role in SCALED_ROLES or embedding) and r.origin == T.PRETRAINED and r.stats is not None
-                and r.stats.finite and not r.stats.all_zero and r.stats.std > 0):
+                and r.stats.finite and not r.stats.all_zero and r.stats.std > 0 and has_own_scale(r)):
             pools.setdefault(T.sub_config(r.name, config)[0], []).append(r)
     out = []
     for pool in pools.values():
@@ -307,7 +363,8 @@ def scale_factor(rec, measure, median):
 
 
 @rule("IC110", "weight-scale", "error",
-      options=("warn_ratio", "error_ratio", "below_ratio", "init_ratio", "min_layers", "allow"),
+      options=("warn_ratio", "error_ratio", "below_ratio", "init_ratio", "min_layers", "readout_warn_ratio",
+               "small_model_ratio", "allow"),
       scope="model")
 def weight_scale(ctx):
     """A pretrained weight whose scale stands out from the rest of its model and from its init.
@@ -325,11 +382,23 @@ def weight_scale(ctx):
     - its std is at least `init_ratio` outside the band of the inits it may have had: PyTorch
       default, Xavier and Kaiming for its fan-in, and the model's `initializer_range`.
 
-    The median is taken per sub-model (a VLM's vision tower and language model separately).
+    The median is taken per sub-model (a VLM's vision tower and language model separately). A
+    model with fewer than `min_layers` weights has no meaningful median: a weight there is
+    flagged (warning) only `small_model_ratio` or more outside every init band that could apply.
+    Not judged for scale: weight norm's direction `weight_v` (the forward pass divides its norm
+    out; its gain `weight_g` carries the scale), fixed projections whose values are an exact
+    arange / identity (YOLO's distribution-focal-loss `dfl.conv.weight`, arange(16)), and weights
+    still at PyTorch's default init (IC111's). A single-output readout (one row: PESTO's trained
+    confidence conv [1, 1, 39], 6.3x its model's median) warns only at `readout_warn_ratio`.
 
     RNN weights (`weight_ih_l0`, `weight_hh_l1_reverse`) are judged gate by gate (4 gates for
     an LSTM, 3 for a GRU, hidden size from `weight_hh`) against PyTorch's U(±1/sqrt(hidden))
-    (std 1/sqrt(3·hidden)) up to 1/sqrt(hidden) (Xavier / orthogonal gates).
+    (std 1/sqrt(3·hidden)) up to 1/sqrt(hidden) (Xavier / orthogonal gates). Where one module
+    holds 3 or more of them (layers x directions x ih/hh), a gate is compared with the same gate
+    in its siblings rather than with the model's median, and the median of all their gates with
+    the model's: training can grow one gate in every layer (a trained input gate 6x the median
+    of a CRNN's convs, level with its siblings, is silent), while one weight rescaled stands
+    out from its siblings.
 
     Above the median, the bulk of the weight must stand out as well as its std: its robust std
     (1.4826 x the median absolute deviation, from a sample), scaled the same way, is held to the
@@ -368,33 +437,65 @@ def weight_scale(ctx):
     - `below_ratio`: factor below it that gives a warning (an all-zero layer is IC102's).
     - `init_ratio`: the weight must also be this far outside its init convention's band.
     - `min_layers`: fewest weights in the model for a median to mean something.
+    - `readout_warn_ratio`: factor above the median that gives a warning for a single-output
+      readout (one row: a score, a confidence, a regression output), whose scale follows its
+      target's units.
+    - `small_model_ratio`: in a model with fewer than `min_layers` weights, the factor outside
+      every init band that could apply (PyTorch default, Xavier, Kaiming, initializer_range) that
+      gives a warning.
     - `allow`: glob patterns of parameter names to skip.
     """
     for scale, measure, median, pool in model_scale(ctx.scan.records, ctx.scan.config):
         yield from _scale_outliers(ctx, scale, measure, median, pool)
 
 
-def _scale_outliers(ctx, scale, measure, median, pool):
-    """IC110's findings for one pool of weights with one median."""
-    if len(pool) < ctx.opt("min_layers") or median <= 0:
-        return
-    robust = [measure(r, r.stats.robust_std) for r in pool if r.stats.robust_std]
-    robust_median = statistics.median(robust) if robust else 0.0
+def _small_model(ctx, pool):
+    """A pool too small for a median: only a weight ``small_model_ratio`` or more outside every init band
+    that could apply to it (PyTorch default, Xavier, Kaiming, initializer_range) gets a warning."""
     for rec in pool:
         if allowed(rec.name, ctx.opt("allow")):
             continue
-        found = scale_factor(rec, measure, median)
+        lo, hi, label = expected_std(rec, ctx.scan.config, strict=False)
+        factor = _ratio_outside(rec.stats.std, lo, hi)
+        if factor >= ctx.opt("small_model_ratio"):
+            where = "above" if rec.stats.std > hi else "below"
+            yield ctx.finding(rec.name, f"std {rec.stats.std:.4g} is {factor:.1f}x {where} every init it could have had, {label} "
+                                        f"(only {len(pool)} weights: too few for a median to compare with)",
+                              value=rec.stats.std, expected=hi if where == "above" else lo, severity="warning")
+
+
+def _scale_outliers(ctx, scale, measure, median, pool):
+    """IC110's findings for one pool of weights with one median."""
+    if median <= 0:
+        return
+    if len(pool) < ctx.opt("min_layers"):
+        yield from _small_model(ctx, pool)
+        return
+    robust = [measure(r, r.stats.robust_std) for r in pool if r.stats.robust_std]
+    robust_median = statistics.median(robust) if robust else 0.0
+    gate_refs = _rnn_gate_refs(pool, measure)
+    for rec in pool:
+        if allowed(rec.name, ctx.opt("allow")):
+            continue
+        ref = f"the median {median:.4g} of the {len(pool)} weights beside it"
+        if rec.name in gate_refs:
+            found, ref = _gate_factor(rec, measure, median, gate_refs[rec.name])
+        else:
+            found = scale_factor(rec, measure, median)
         if found is None:
             continue
         factor, above, what, std, value = found
-        if factor < (ctx.opt("warn_ratio") if above else ctx.opt("below_ratio")):
+        # a single-output readout (rows 1: a score, a confidence, a regression output) maps features to
+        # its target's units, which no init convention knows: only a gross factor counts
+        warn = ctx.opt("readout_warn_ratio") if rec.rows == 1 else ctx.opt("warn_ratio")
+        if factor < (warn if above else ctx.opt("below_ratio")):
             continue
         if above and not what and rec.stats.robust_std and robust_median > 0:
             # a few large entries can carry the std (a trained attention vector): the bulk must stand
             # out from the other weights' bulk too. A whole tensor scaled by k moves both by k.
             # (robust 0: mostly zeros, the std decides)
             factor = min(factor, measure(rec, rec.stats.robust_std) / robust_median)
-            if factor < ctx.opt("warn_ratio"):
+            if factor < warn:
                 continue
         lo, hi, label = expected_std(rec, ctx.scan.config, strict=False)
         if rec.role == T.EMBEDDING and hi < 1.0:   # a table left at nn.Embedding's N(0, 1) by the model's own init
@@ -404,5 +505,53 @@ def _scale_outliers(ctx, scale, measure, median, pool):
         severity = ctx.severity if above and factor >= ctx.opt("error_ratio") else "warning"
         where = f"{what} " if what else ""
         yield ctx.finding(rec.name, f"{where}std {std:.4g} ({scale} {value:.4g}) is {factor:.1f}x {'above' if above else 'below'} "
-                                    f"the median {median:.4g} of the {len(pool)} weights beside it, and outside its init {label}",
+                                    f"{ref}, and outside its init {label}",
                           value=value, expected=median, severity=severity)
+
+
+def _rnn_gate_refs(pool, measure) -> dict:
+    """name -> (per-gate medians, median of every gate, sibling count) for the gated RNN weights of
+    one module with at least 3 of them (layers x directions x ih/hh): their gates are compared with
+    the same gate of their siblings first. Training moves gates unevenly (an LSTM's input gate may
+    grow in every layer), so a gate is an outlier against the same gate elsewhere, not against the
+    model's convs."""
+    from ..tensors.stats import gate_stds
+
+    modules = {}
+    for r in pool:
+        if r.role == T.RNN and r.extra.get("rnn_gates", 1) > 1:
+            modules.setdefault((r.module, r.extra["rnn_gates"], r.extra.get("rnn_hidden")), []).append(r)
+    out = {}
+    for sibs in modules.values():
+        gates = [[measure(r, g) for g in gate_stds(r, r.stats)] for r in sibs]
+        if len(sibs) < 3 or any(len(g) != len(gates[0]) or not g for g in gates):
+            continue
+        medians = [statistics.median(col) for col in zip(*gates)]
+        every = statistics.median(v for g in gates for v in g)
+        for r in sibs:
+            out[r.name] = (medians, every, len(sibs))
+    return out
+
+
+def _gate_factor(rec, measure, median, refs):
+    """``((factor, above, what, std, value), reference)``: the gate of an RNN weight farthest from the
+    same gate in its sibling weights, or the whole RNN against the model's median when every gate
+    of every sibling moved together (a whole LSTM rescaled)."""
+    from ..tensors.stats import gate_stds
+
+    medians, every, n = refs
+    group = _ratio_outside(every, median, median)
+    best = None
+    for i, (std, ref) in enumerate(zip(gate_stds(rec, rec.stats), medians)):
+        if std <= 0 or ref <= 0:
+            continue
+        value = measure(rec, std)
+        factor = _ratio_outside(value, ref, ref)
+        if best is None or factor > best[0]:
+            best = (factor, value > ref, f"gate {i}", std, value, ref)
+    if best is None:
+        return None, ""
+    if group > best[0]:
+        found = (group, every > median, best[2], best[3], best[4])
+        return found, f"the model's median {median:.4g}, as every gate of the {n} RNN weights of {rec.module or 'the model'} is (median {every:.4g})"
+    return best[:5], f"the median {best[5]:.4g} of {best[2]} in the {n} RNN weights of {rec.module or 'the model'} (layers and directions)"

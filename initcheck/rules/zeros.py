@@ -5,6 +5,7 @@ from fnmatch import fnmatchcase
 from .. import tensors as T
 from ..tensors.topology import head_chains
 from . import rule
+from .layout import ambiguous_zero_gains
 
 
 def allowed(name: str, patterns) -> bool:
@@ -22,6 +23,9 @@ def all_zero_weights(ctx):
     - a zero layer next to another zero layer in a head, or a zero hidden layer feeding a
       further layer: error (no gradient can reach either);
     - a zero norm gain or a zero embedding: error;
+    - a zero weight-norm direction (`weight_v`, `parametrizations.weight.original1`): error, since
+      the layer computes `g * v / ||v||` = 0 / 0, NaN from the first step (its gain `weight_g` is
+      a per-output scale, not a weight matrix);
     - a lone zero final projection (`classifier.weight`, `out_proj`): warning, because it learns,
       but on the first step it passes no gradient to any layer below it;
     - a zero weight inside a repeated block, a zero conv outside one (a flat CNN's `conv3`),
@@ -40,6 +44,9 @@ def all_zero_weights(ctx):
     Nemotron, ...: the model types in `[scan] one_plus_w_model_types`, read from the tensor's own
     sub-model, so Gemma3's SigLIP vision tower keeps ordinary LayerNorms) start with `w = 0`, a
     gain of 1: not flagged. Their defect is `w = -1` everywhere, an effective gain of zero: error.
+    Without a config.json and without a backbone identified inside the keys, nothing tells a
+    `1 + w` norm from a dead one: gains zero across a whole sibling group are reported once by
+    IC214 instead (a lone zero gain among non-zero siblings stays an error here).
 
     ## Why is this bad?
     With `W2 = 0` and `W1 = 0` in `W2·tanh(W1·x + b1)`, the gradient of `W1` is `W2ᵀ·δ = 0` and
@@ -68,6 +75,7 @@ def all_zero_weights(ctx):
     """
     allow = ctx.opt("allow")
     links = None
+    ambiguous = None
     for rec in ctx.scan.records:
         st = rec.stats
         if st is None or rec.role not in (T.LINEAR, T.CONV, T.EMBEDDING, T.NORM_GAIN, T.RNN):
@@ -81,7 +89,16 @@ def all_zero_weights(ctx):
             continue
         if not st.all_zero or allowed(rec.name, allow):
             continue
+        if rec.extra.get("weight_norm") == "direction":   # w = g * v / ||v||: 0 / 0
+            yield ctx.finding(rec.name, f"weight-norm direction v is all zero {list(rec.shape)}: the layer computes "
+                                        f"g * v / ||v|| = 0 / 0, NaN from the first forward pass",
+                              value=0.0, expected="non-zero v (weight_norm initialises it to the layer's weight)")
+            continue
         if rec.role == T.NORM_GAIN:
+            if ambiguous is None:
+                ambiguous = ambiguous_zero_gains(ctx.scan)
+            if rec.name in ambiguous:   # 1 + w or dead, nothing tells: IC214 reports them once
+                continue
             yield ctx.finding(rec.name, f"norm gain is all zero ({st.numel} elements): the layer outputs only its bias and passes no gradient below it",
                               value=0.0, expected=1.0)
             continue

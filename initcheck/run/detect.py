@@ -1,6 +1,5 @@
 """Recognising a training output folder and ordering its checkpoints by step."""
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -46,14 +45,24 @@ def _has_weights(folder: Path) -> bool:
         return False
 
 
+def _read_state(path: Path):
+    """trainer_state.json through the loader's bounded reader (the pack's json_max_bytes: a sparse 3 GB
+    file is refused, never read whole, and a symlink out of its folder is not followed); None when it
+    cannot be read."""
+    from ..errors import InputError
+    from ..loader import _inside, read_json
+
+    try:
+        _inside(path.parent, path.name)
+        return read_json(path, path.name, "trainer_state.json")
+    except InputError:
+        return None
+
+
 def _state_has_log(path: Path) -> bool:
     """A trainer_state.json worth a post-mortem: it has a log, or it cannot be read (said as a finding)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return True
-    return not isinstance(data, dict) or "log_history" in data
+    data = _read_state(path)
+    return data is None or "log_history" in data
 
 
 def find_run(path) -> RunFolder | None:
@@ -97,12 +106,8 @@ def find_run(path) -> RunFolder | None:
 
 
 def _final_step(state: Path, last: int | None) -> int | None:
-    try:
-        with open(state, encoding="utf-8") as f:
-            step = json.load(f).get("global_step")
-        return int(step) if isinstance(step, int) else last
-    except (OSError, ValueError, AttributeError):
-        return last
+    step = (_read_state(state) or {}).get("global_step") if state.is_file() else None
+    return step if isinstance(step, int) and not isinstance(step, bool) else last
 
 
 def _event_files(root: Path, limit: int = 200) -> list:

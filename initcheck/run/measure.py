@@ -88,9 +88,11 @@ def measure_run(run, latest_scan, settings, pack, phase=lambda name: None, adapt
             notes.append({"file": _rel(c.path, root), "problem": "holds no weights (model.safetensors, pytorch_model.bin, "
                           "adapter_model.*): left out of the movement scan"})
     phase("run: reading the training log")
-    log = L.read_trainer_state(run.state_file, notes, root) if run.state_file else None
+    cap = pack.scan["run_max_eval_metrics"]
+    log = (L.read_trainer_state(run.state_file, notes, root, cap, pack.scan.get("json_max_bytes"))
+           if run.state_file else None)
     if log is None or not log["train"]["step"]:   # event files only stand in for a missing trainer_state log
-        tb = L.read_event_files(run.event_files, notes, root)
+        tb = L.read_event_files(run.event_files, notes, root, cap)
         if tb is not None and tb["source"]:
             log = tb
     out["log"] = log or L.empty_log()

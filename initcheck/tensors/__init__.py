@@ -2,6 +2,7 @@
 
 - ``record``: ``TensorRecord`` (name, shape, role, block, origin) and roles from names and structure;
 - ``heads``, ``topology``: task heads found by structure, and which head layer feeds which;
+- ``backbone``: the transformers model inside a wrapper's keys (``vlm.``), matched against meta-device skeletons;
 - ``addedrows``, ``basediff``: vocabulary rows added without ``--base``; the diff against ``--base``;
 - ``init_conventions``: the init std each tensor's own sub-model declares;
 - ``stats``, ``rowdups``, ``native``: one pass per tensor for every statistic the rules read

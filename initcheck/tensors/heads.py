@@ -7,6 +7,9 @@ checkpoint, so "absent from the checkpoint" no longer tells the head apart. Stru
   (``ViTForImageClassification``), every tensor outside the backbone's top-level prefix is head;
   timm's ``pretrained_cfg.classifier`` names the head module; a plain state dict without config
   has its head found by topology (the terminal projection and the layers chained to it);
+- a vendor's wrapper (``vlm.`` holding a transformers model beside ``score_head.``): the backbone
+  is found by ``backbone`` (key suffixes against meta-device skeletons) and the modules beside it
+  are the head, initialised by the vendor's code (``extra["custom_head"]``);
 - from the built task model (``taskmodel``): every parameter outside ``base_model_prefix`` is
   head; the loaded ones are labelled ``head`` (missing ones stay ``new``), and each gets the std
   its module has when the model's own ``_init_weights`` re-initialises a copy of it
@@ -19,6 +22,7 @@ from . import record as T
 from .init_conventions import expected_std
 from ..timmfolder import classifier_prefixes
 from .topology import head_chains
+from . import backbone as _bb
 
 # classes whose extra modules are a pretraining or generation head (an LM head, an MLM head):
 # pretrained with the backbone, not a task head a fine-tune adds
@@ -50,8 +54,10 @@ def reference_std(rec, config) -> tuple:
         return ref, ref, f"{ref:.3g} (the model's _init_weights on a copy of the module)"
     if rec.extra.get("modules_to_save"):
         return _modules_to_save_std(rec, rec.extra.get("init_config") or config)
-    strict = bool(rec.extra.get("init_by_model")) or rec.origin == T.HEAD
-    return expected_std(rec, config, strict)
+    # a wrapper's own head is initialised by the vendor's code: the fan-based band, widened to the
+    # backbone's initializer_range; --base's config.json stands in for a folder without one
+    strict = bool(rec.extra.get("init_by_model")) or (rec.origin == T.HEAD and not rec.extra.get("custom_head"))
+    return expected_std(rec, rec.extra.get("init_config") or config, strict)
 
 
 # transformers' PretrainedConfig default: the std most task heads get from _init_weights
@@ -82,12 +88,19 @@ def _mark(rec, how: str):
 # --- static: config.json or topology ---------------------------------------------------------
 
 
-def label_static(scan):
-    """Label stored heads from config.json's architectures, timm's pretrained_cfg, or topology."""
+def label_static(scan, base=None):
+    """Label stored heads from config.json's architectures, timm's pretrained_cfg, a backbone
+    found inside a wrapper's keys (``base``: the ``--base`` folder, whose config is trusted most),
+    or topology."""
     cfg = scan.config
     records = [r for r in scan.records if r.origin == T.PRETRAINED and r.role != T.BUFFER]
     if not records:
         return
+    if _maybe_wrapped(scan, cfg):
+        bb = find_backbone(scan, base)
+        if bb is not None:
+            label_wrapped(scan, bb)
+            return
     if not cfg:
         _by_topology(records)
         return
@@ -112,6 +125,87 @@ def label_static(scan):
                 _mark(rec, f"outside the backbone '{backbone}.' of {arch}")
             return
     _composite(records, cfg, arch)
+
+
+def _task_class(cfg) -> bool:
+    """config.json names a task class (``ViTForImageClassification``): its head is found by name."""
+    arch = cfg.get("architectures")
+    arch = arch[0] if isinstance(arch, list) and arch and isinstance(arch[0], str) else None
+    return bool(arch) and "For" in arch and not arch.endswith(_LM_CLASSES)
+
+
+def _maybe_wrapped(scan, cfg) -> bool:
+    if cfg and (_task_class(cfg) or classifier_prefixes(cfg) or _own_pretraining_layout(scan.records, cfg)):
+        return False
+    return _bb.looks_wrapped(scan.records)
+
+
+def _own_pretraining_layout(records, cfg) -> bool:
+    """``bert.`` + ``cls.`` under a BertForMaskedLM config: transformers' own layout, no wrapper
+    (and no reason to import transformers for a static scan)."""
+    arch = cfg.get("architectures")
+    arch = arch[0] if isinstance(arch, list) and arch and isinstance(arch[0], str) else ""
+    mt = str(cfg.get("model_type") or "")
+    tops = {r.name.split(".", 1)[0] for r in records}
+    return arch.endswith(_LM_CLASSES) and bool(mt) and (mt in tops or mt.replace("_", "") in tops)
+
+
+def find_backbone(scan, base=None):
+    """The transformers backbone inside the checkpoint's keys, or None; ``scan.facts["backbone"]``
+    says what was found (prefix, class, source) or what was tried (IC214)."""
+    from pathlib import Path
+
+    tried, bb = [], None
+    sources = []
+    if base is not None and (Path(base) / "config.json").is_file():
+        sources.append(("--base config.json", lambda: _bb.from_config(scan.records, base, "--base config.json")))
+    if scan.config and scan.checkpoint is not None and (scan.checkpoint.root / "config.json").is_file():
+        sources.append(("config.json", lambda: _bb.from_config(scan.records, scan.checkpoint.root, "config.json")))
+    types = _bb.shortlist(r.name for r in scan.records)
+    if types:
+        sources.append(("key names (" + ", ".join(types) + ")", lambda: _bb.from_key_names(scan.records, types)))
+    for label, find in sources:
+        try:
+            bb = find()
+        except Exception as e:  # noqa: BLE001 - a config transformers refuses is one source less
+            tried.append(f"{label}: {type(e).__name__}")
+            continue
+        if bb is not None:
+            break
+        tried.append(label)
+    scan.facts["backbone"] = bb.summary() if bb is not None else {"found": None, "tried": tried}
+    if bb is not None:
+        scan.facts["backbone_match"] = bb
+    return bb
+
+
+def label_wrapped(scan, bb):
+    """A backbone found inside a wrapper: its tensors keep its conventions (1 + w norms from its
+    modules' code), and the top-level modules outside it holding a layer are the head, initialised
+    by the vendor's code (judged against the fan-based inits, not the backbone's initializer_range)."""
+    where = bb.describe()
+    offsets = _bb.offset_gain_names(bb)
+    for rec in scan.records:
+        key = bb.keys.get(rec.name)
+        if key is None:
+            continue
+        rec.extra["backbone_key"] = key
+        rec.origin_detail = f"backbone {where}"
+        if rec.role == T.NORM_GAIN:
+            if rec.name in offsets:
+                rec.extra["gain_offset"] = 1.0
+            else:   # the backbone's code decides; a config-derived guess does not stand
+                rec.extra.pop("gain_offset", None)
+    outside = {}
+    for rec in scan.records:
+        if rec.name in bb.keys or rec.role == T.BUFFER or (bb.prefix and rec.name.startswith(bb.prefix)):
+            continue
+        outside.setdefault(_top(rec.name), []).append(rec)
+    for recs in outside.values():
+        if any(r.role in (T.LINEAR, T.CONV) for r in recs) and not any(_backbone_like(r) for r in recs):
+            for rec in recs:
+                _mark(rec, f"outside the backbone {where}")
+                rec.extra["custom_head"] = True
 
 
 def _backbone_like(rec) -> bool:

@@ -53,6 +53,10 @@ _RNN = re.compile(r"^(weight|bias)_(ih|hh|hr)(?:_l(\d+))?(_reverse)?$")   # LSTM
 _QUANT_LEAVES = ("qweight", "qzeros", "g_idx", "SCB", "weight_format", "weight_packed", "weight_zero_point",
                  "weight_shape", "weight_global_scale")
 _QUANT_STATE = re.compile(r"\.weight\.(absmax|quant_map|nested_absmax|nested_quant_map|quant_state\..*)$")
+# weight norm: torch.nn.utils.weight_norm stores weight_g (gain) and weight_v (direction);
+# parametrizations.weight_norm stores parametrizations.weight.original0 (g) and original1 (v)
+_WN_DIRECTION = ("weight_v",)
+_PARAMETRIZED = ".parametrizations.weight"
 
 
 @dataclass
@@ -160,6 +164,11 @@ def classify(name: str, shape: tuple, dtype: str):
         return BUFFER, False
     if ndim == 1 and (leaf in ("weight", "gamma", "scale", "g") and _is_norm_module(module_leaf)):
         return NORM_GAIN, False
+    if ndim >= 2 and leaf == "weight" and _is_norm_module(module_leaf) and sorted(shape)[-2] == 1:
+        return NORM_GAIN, False   # LayerNorm((1, C)): a gain per feature, stored with unit axes (PESTO)
+    if leaf in _WN_DIRECTION or (leaf == "original1" and module.endswith(_PARAMETRIZED)):
+        # weight norm's direction v: the layer's weight as the forward pass sees it, up to a per-row gain
+        return (LINEAR if ndim == 2 else CONV if ndim >= 3 else OTHER), False
     if ndim == 2 and leaf == "weight":
         if "embed" in module_leaf.lower() or module_leaf in ("wte", "wpe", "shared") or _EMB.fullmatch(module_leaf.lower()):
             return EMBEDDING, False
@@ -183,8 +192,12 @@ def structural_roles(records, norm_params=None, conv_groups=None) -> int:
     - in a model built in memory, ``norm_params`` names the parameters of norm modules by class;
     - a module holding exactly a 1-D ``weight`` and a 1-D ``bias`` of the same length C is an
       affine norm when the module just before it in a Sequential outputs C units (``cnn.13``
-      before ``cnn.14``), or, named, when it sits inside a block whose layers output C units
+      before ``cnn.14``) or the next layer in it reads C units (a conformer's pre-norm ``net.0``
+      before conv ``net.2``), or, named, when it sits inside a block whose layers output C units
       (``layers.2.n1``): nothing else stores that pair (a PReLU has no bias, a layer scale no bias);
+    - weight norm (``weight_g``/``weight_v``, ``parametrizations.weight.original0/1``): v is the
+      layer's weight (role linear/conv, ``extra["weight_norm"] = "direction"``), g its per-output
+      gain (``"gain"``);
     - RNN gate matrices learn their hidden size from ``weight_hh`` (``extra["rnn_hidden"]``,
       ``extra["rnn_gates"]``: 4 for LSTM, 3 for GRU, 1 for RNN);
     - every tensor of a module that holds a GPTQ/AWQ ``qweight``, or a ``scale`` and ``zero_point``
@@ -211,7 +224,8 @@ def structural_roles(records, norm_params=None, conv_groups=None) -> int:
             parts = r.module.split(".")
             for i in range(1, len(parts)):
                 widths.setdefault(".".join(parts[:i]), set()).add(r.rows)
-    for leaves in by_module.values():
+    for module, leaves in by_module.items():
+        _mark_weight_norm(module, leaves)
         w, b = leaves.get("weight"), leaves.get("bias")
         is_norm = any(k in leaves for k in _RUNNING_STATS) or (w is not None and w.name in norm_params)
         if not is_norm and w is not None and b is not None and len(leaves) == 2:
@@ -244,6 +258,19 @@ def structural_roles(records, norm_params=None, conv_groups=None) -> int:
     return changed
 
 
+def _mark_weight_norm(module, leaves):
+    """Pair weight norm's gain and direction: ``extra["weight_norm"]`` is ``"gain"`` on g and
+    ``"direction"`` on v, and v names its gain (``extra["wn_gain"]``). The forward pass uses
+    ``g * v / ||v||`` row by row, so v's scale means nothing and a zero v is 0/0."""
+    if module.endswith(_PARAMETRIZED):
+        g, v = leaves.get("original0"), leaves.get("original1")
+    else:
+        g, v = leaves.get("weight_g"), leaves.get("weight_v")
+    if g is None or v is None or not v.shape or not g.shape or g.shape[0] != v.shape[0]:
+        return
+    g.extra["weight_norm"], v.extra["weight_norm"], v.extra["wn_gain"] = "gain", "direction", g.name
+
+
 _TAIL_INDEX = re.compile(r"^(.*?)(\d+)$")
 
 
@@ -256,12 +283,36 @@ def _affine_after_layer(w, b, by_module, widths) -> bool:
     c = w.shape[0]
     scope, _, leaf = w.module.rpartition(".")
     m = _TAIL_INDEX.match(leaf)
-    if m and not m.group(1):   # numbered (Sequential): the module just before it
-        prev = by_module.get(f"{scope}.{int(m.group(2)) - 1}" if scope else str(int(m.group(2)) - 1), {})
-        pw = prev.get("weight")
-        return pw is not None and pw.role in (LINEAR, CONV) and pw.rows == c
+    if m and not m.group(1):   # numbered (Sequential): the layer just before it, or the one it feeds
+        idx = int(m.group(2))
+        before = by_module.get(_sibling(scope, idx - 1), {})
+        prev = before.get("weight") or before.get("weight_v")
+        if prev is not None and prev.role in (LINEAR, CONV) and prev.rows == c:
+            return True
+        nxt = _next_layer(scope, idx, by_module)   # a pre-norm (a conformer's net.0 before net.2)
+        return nxt is not None and _in_width(nxt) == c
     # named, inside a block (never at the top level, where a lone vector pair is anyone's guess)
     return bool(scope) and c in widths.get(scope, ())
+
+
+def _sibling(scope: str, idx: int) -> str:
+    return f"{scope}.{idx}" if scope else str(idx)
+
+
+def _next_layer(scope, idx, by_module):
+    """The weight of the next numbered module that holds parameters (activations and dropout hold
+    none), when it is a linear or conv layer; else None."""
+    for j in range(idx + 1, idx + 4):
+        leaves = by_module.get(_sibling(scope, j))
+        if leaves:
+            w = leaves.get("weight") or leaves.get("weight_v")
+            return w if w is not None and w.role in (LINEAR, CONV) else None
+    return None
+
+
+def _in_width(w) -> int:
+    """Input units of a linear or conv weight (of one group, for a grouped conv)."""
+    return w.shape[0] if w.transposed else w.shape[1]
 
 
 def locate(name: str, shape: tuple):

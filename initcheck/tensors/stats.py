@@ -58,6 +58,8 @@ class TensorStats:
     row_norms: np.ndarray | None = None   # embeddings: one norm per row
     row_means: np.ndarray | None = None
     robust_std: float | None = None       # weight matrices: 1.4826 x median |x - median|, from a sample
+    fixed: str | None = None              # small weights: "arange" or "identity" when the values are exactly that
+    default_init: bool = False            # linear/conv: indistinguishable from PyTorch's U(±1/sqrt(fan_in))
 
     @property
     def nonfinite(self) -> int:
@@ -111,11 +113,56 @@ def compute(rec: T.TensorRecord, raw: np.ndarray, options: dict) -> TensorStats:
         st.values = to_float32(raw, rec.dtype).astype(np.float32).reshape(raw.shape)
     if rec.role in (T.LINEAR, T.CONV, T.RNN, T.EMBEDDING) and raw.ndim >= 2 and st.finite == st.numel:
         st.robust_std = robust_std(raw, rec.dtype)
+        if raw.size <= FIXED_UP_TO and st.values is not None:
+            st.fixed = fixed_pattern(st.values)
+        sigmas = options.get("default_init_sigmas")
+        if sigmas and rec.role in (T.LINEAR, T.CONV) and raw.size >= options.get("default_init_min_values", 0):
+            st.default_init = at_default_init(st, rec.fan_in, rec.dtype, sigmas)
     if want_dups and not st.constant and not st.all_zero:
         units = rows.T if rec.transposed and raw.ndim == 2 else rows
         st.dup_groups, st.dup_exact_rows, st.dup_near_rows = find_duplicate_rows(
             units, rec.dtype, options["near_duplicate_cosine"], subset=sub, norms=norms)
     return st
+
+
+FIXED_UP_TO = 4096   # values: fixed projections (YOLO's DFL arange(16), identity kernels) are small
+
+
+def fixed_pattern(values: np.ndarray) -> str | None:
+    """``"arange"`` when the values, in storage order, step by one exact non-zero amount (arange,
+    linspace: YOLO's DFL projection is arange(16) as a [1, 16, 1, 1] conv); ``"identity"`` when the
+    weight is an identity matrix (or a 1x1 conv kernel of one); else None. Trained or randomly
+    initialised weights are never exact progressions."""
+    x = values.reshape(-1).astype(np.float64)
+    if x.size >= 8:   # a trained [1, 3] could pass by chance; DFL holds 16
+        d = np.diff(x)
+        if d[0] != 0 and np.allclose(d, d[0], rtol=1e-3, atol=0):
+            return "arange"
+    m = values.reshape(values.shape[0], -1) if values.ndim >= 2 else None
+    if m is not None and m.shape[0] == m.shape[1] and m.shape[0] >= 2 and np.array_equal(m, np.eye(m.shape[0], dtype=m.dtype)):
+        return "identity"
+    return None
+
+
+# relative rounding of one stored value: a bound stored in 16 bits may round up past itself
+_ROUNDING = {"float16": 2.0 ** -10, "bfloat16": 2.0 ** -7}
+
+
+def at_default_init(st: "TensorStats", fan_in: int, dtype: str, sigmas: float) -> bool:
+    """Whether a weight is statistically indistinguishable from PyTorch's default init of Linear and
+    Conv, U(±b) with b = 1/sqrt(fan_in) (kaiming_uniform_ with a = sqrt(5)): every |w| within b, the
+    largest close to b (of n uniform draws the largest misses b by about b/n), the std b/sqrt(3) and the
+    mean 0, each within ``sigmas`` standard errors. A weight that trained leaves this box at once."""
+    n = st.numel
+    if n < 16 or fan_in < 1 or st.finite != n:
+        return False
+    b = 1 / math.sqrt(fan_in)
+    slack = _ROUNDING.get(dtype, 1e-6)
+    if not b * (1 - min(0.5, sigmas * sigmas / n)) <= st.absmax <= b * (1 + slack):
+        return False
+    sd = b / math.sqrt(3)
+    # the sample std of a uniform variable: standard error 0.447 sd / sqrt(n) (kurtosis 1.8)
+    return abs(st.std / sd - 1) <= sigmas * 0.447 / math.sqrt(n) + slack and abs(st.mean) <= sigmas * sd / math.sqrt(n)
 
 
 ROBUST_SAMPLE = 4096   # values: the MAD of such a sample is within a few % of the whole tensor's
