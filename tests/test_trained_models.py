@@ -94,6 +94,18 @@ def test_weight_norm_direction_is_the_layers_weight_and_zero_is_an_error(cli, tm
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_weight_norm_gain_zero_is_an_error_and_a_small_gain_is_not(cli, tmp_path, wn_nets, layout):
+    """g = 0 makes the layer output only its bias; a gain scaled down (not zero) is a trained gain."""
+    sd = wn_nets[layout]
+    _, g = LAYOUTS[layout]
+    found, _ = scan(cli, save(tmp_path / "zero", dict(sd, **{g: torch.zeros_like(sd[g])})))
+    assert [(f["rule"], f["param"], f["severity"]) for f in found] == [("IC102", g, "error")]
+    assert "outputs only its bias" in found[0]["message"]
+    found, _ = scan(cli, save(tmp_path / "small", dict(sd, **{g: sd[g] * 0.01})))
+    assert [f for f in found if f["rule"] == "IC102"] == []
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_weight_norm_direction_scaled_is_harmless(cli, tmp_path, wn_nets, layout):
     """g * v / ||v||: v x100 computes the same layer, so nothing is flagged."""
     sd = wn_nets[layout]

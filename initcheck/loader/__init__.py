@@ -239,27 +239,11 @@ def open_checkpoint(path, safe_globals=None, limits: Limits | None = None, side_
         full = _inside(ckpt.root, rel) if p.is_dir() else p
         _check_sparse(full, rel, limits)
         reader = _reader(full, rel, safe_globals, limits, ckpt.root if p.is_dir() else None, inert_globals)
-        ckpt.readers[rel] = reader
-        info = FileInfo(rel, reader.size, "safetensors" if isinstance(reader, SafetensorsFile) else "pickle", "weights")
-        ckpt.files.append(info)
-        if isinstance(reader, PickleFile):
-            ckpt.pickle_globals[rel] = reader.globals
-            # two statements: were its tensors read (verdict), and is the file safe to unpickle (pickle)
-            info.pickle = reader.tier
-            if reader.inert:
-                ckpt.inert_globals[rel] = reader.inert
-            if reader.refused:
-                ckpt.refused[rel] = reader.refused
-                if reader.reader is None:
-                    info.verdict = "refused"
-            info.reader, info.note = reader.reader or "", reader.note  # which reader ran, what it left out
-            if reader.skipped:
-                ckpt.training_state[rel] = reader.skipped
         for e in reader.entries:
             if e.name in seen:
                 raise InputError(rel, f"tensor {e.name[:80]!r} also appears in {seen[e.name]}")
             seen[e.name] = rel
-            ckpt.entries.append(e)
+        _add_weight_file(ckpt, rel, reader)
     if index is not None:
         for name, shard in index.items():
             if seen.get(name) != shard and shard not in ckpt.refused:
@@ -593,16 +577,20 @@ def _side_reader(root: Path, rel: str, safe_globals, limits: Limits, inert=()):
 def _add_weight_file(ckpt: Checkpoint, rel: str, reader):
     """Register a read weight file: its reader, its row in the file table, its tensors."""
     ckpt.readers[rel] = reader
-    info = FileInfo(rel, reader.size, "safetensors" if rel.endswith(SAFETENSORS_EXT) else "pickle", "weights")
+    pickled = isinstance(getattr(reader, "_inner", reader), PickleFile)
+    info = FileInfo(rel, reader.size, "pickle" if pickled else "safetensors", "weights")
     ckpt.files.append(info)
-    if isinstance(getattr(reader, "_inner", reader), PickleFile):   # as the main weight files (open_checkpoint)
+    if pickled:
         ckpt.pickle_globals[rel] = reader.globals
+        # two statements: were its tensors read (verdict), and is the file safe to unpickle (pickle)
         info.pickle = reader.tier
         if reader.inert:
             ckpt.inert_globals[rel] = reader.inert
         if reader.refused:
             ckpt.refused[rel] = reader.refused
-        info.reader, info.note = reader.reader or "", reader.note
+            if reader.reader is None:
+                info.verdict = "refused"
+        info.reader, info.note = reader.reader or "", reader.note  # which reader ran, what it left out
         if reader.skipped:
             ckpt.training_state[rel] = reader.skipped
     ckpt.entries.extend(reader.entries)

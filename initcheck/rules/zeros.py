@@ -23,6 +23,8 @@ def all_zero_weights(ctx):
     - a zero layer next to another zero layer in a head, or a zero hidden layer feeding a
       further layer: error (no gradient can reach either);
     - a zero norm gain or a zero embedding: error;
+    - a zero weight-norm gain (`weight_g`, `parametrizations.weight.original0`): error, since the
+      layer then outputs only its bias;
     - a zero weight-norm direction (`weight_v`, `parametrizations.weight.original1`): error, since
       the layer computes `g * v / ||v||` = 0 / 0, NaN from the first step (its gain `weight_g` is
       a per-output scale, not a weight matrix);
@@ -78,7 +80,15 @@ def all_zero_weights(ctx):
     ambiguous = None
     for rec in ctx.scan.records:
         st = rec.stats
-        if st is None or rec.role not in (T.LINEAR, T.CONV, T.EMBEDDING, T.NORM_GAIN, T.RNN):
+        if st is None:
+            continue
+        if rec.extra.get("weight_norm") == "gain":   # w = g * v / ||v||: g = 0 zeroes the whole layer
+            if st.all_zero and not allowed(rec.name, allow):
+                yield ctx.finding(rec.name, f"weight-norm gain g is all zero ({st.numel} elements): the layer computes "
+                                            "g * v / ||v|| = 0, outputs only its bias and passes no gradient below it",
+                                  value=0.0, expected="non-zero g (weight_norm initialises it to the norms of the layer's rows)")
+            continue
+        if rec.role not in (T.LINEAR, T.CONV, T.EMBEDDING, T.NORM_GAIN, T.RNN):
             continue
         offset = rec.extra.get("gain_offset", 0.0) if rec.role == T.NORM_GAIN else 0.0
         if offset:   # x * (1 + w): w = 0 is the fresh init, w = -1 everywhere zeroes the gain
