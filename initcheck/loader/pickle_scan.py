@@ -461,7 +461,7 @@ def globals_in_ops(ops, limits: Limits | None = None) -> list:
         if kind == _K_PUT:
             memo[len(memo) if name == "MEMOIZE" else arg] = stack[-1] if stack else _ANY
             if len(memo) > max_memo:
-                raise PickleScanError(f"more than {max_memo} memo entries (the rule pack's pickle_max_memo)", globals=found, bound=True)
+                raise _over_memo(max_memo, found)
             continue
         if kind == _K_GLOBAL:
             found.append(".".join(arg))
@@ -486,7 +486,7 @@ def globals_in_ops(ops, limits: Limits | None = None) -> list:
         if kind == _K_MARK:
             marks.append(len(stack))
             if len(marks) > max_depth:
-                raise PickleScanError(f"marks nested over {max_depth} deep (the rule pack's pickle_max_depth)", globals=found, bound=True)
+                raise _over_depth(max_depth, found)
         elif kind == _K_STRING:
             stack.append(arg)
         elif kind == _K_GET:
@@ -507,7 +507,7 @@ def _globals_no_stack(ops, max_memo: int, max_depth: int) -> list:
         if kind == _K_PUT:
             memo.add(len(memo) if name == "MEMOIZE" else arg)
             if len(memo) > max_memo:
-                raise PickleScanError(f"more than {max_memo} memo entries (the rule pack's pickle_max_memo)", globals=found, bound=True)
+                raise _over_memo(max_memo, found)
             continue
         if kind == _K_GLOBAL:
             found.append(".".join(arg))
@@ -518,8 +518,16 @@ def _globals_no_stack(ops, max_memo: int, max_depth: int) -> list:
         elif kind == _K_MARK:
             depth += 1
             if depth > max_depth:
-                raise PickleScanError(f"marks nested over {max_depth} deep (the rule pack's pickle_max_depth)", globals=found, bound=True)
+                raise _over_depth(max_depth, found)
     return found
+
+
+def _over_memo(max_memo: int, found: list) -> PickleScanError:
+    return PickleScanError(f"more than {max_memo} memo entries (the rule pack's pickle_max_memo)", globals=found, bound=True)
+
+
+def _over_depth(max_depth: int, found: list) -> PickleScanError:
+    return PickleScanError(f"marks nested over {max_depth} deep (the rule pack's pickle_max_depth)", globals=found, bound=True)
 
 
 _K_OTHER, _K_PUT, _K_GLOBAL, _K_STACK_GLOBAL, _K_EXT, _K_DUP, _K_MARK, _K_STRING, _K_GET = range(9)
