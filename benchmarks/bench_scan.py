@@ -223,7 +223,7 @@ def paired(floor, fn, repeat: int):
 
 def native_built() -> bool:
     """Whether this install compiled initcheck/kernels.c (else every row is the numpy fallback)."""
-    out = subprocess.run([sys.executable, "-c", "from initcheck import native; print(native.available())"],
+    out = subprocess.run([sys.executable, "-c", "from initcheck.tensors import native; print(native.available())"],
                          capture_output=True, text=True, env=child_env())
     return out.stdout.strip() == "True"
 
