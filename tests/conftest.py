@@ -93,6 +93,14 @@ def roberta_zero_head(make_model):
 
 
 @pytest.fixture
+def marker(tmp_path):
+    """Where a hostile test payload would write: it must never appear (the check runs at teardown)."""
+    m = tmp_path / "PWNED-marker"
+    yield m
+    assert not m.exists(), "a checkpoint ran a shell command"
+
+
+@pytest.fixture
 def cli():
     """Run the CLI in-process: ``cli(*args) -> Result`` with exit_code, stdout, stderr."""
     from initcheck.cli import main

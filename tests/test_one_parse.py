@@ -333,13 +333,6 @@ CORPUS = [case_colliding_members, duplicate_member, prefixed_zip, pickle_prefixe
 
 
 @pytest.fixture
-def marker(tmp_path):
-    m = tmp_path / "PWNED-marker"
-    yield m
-    assert not m.exists(), "a checkpoint ran a shell command"
-
-
-@pytest.fixture
 def no_fallback(monkeypatch):
     monkeypatch.setenv("INITCHECK_NO_TORCH_LOAD", "1")
 

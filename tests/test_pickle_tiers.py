@@ -43,13 +43,6 @@ class _Shell:
         return (os.system, (f"touch {self.marker}",))
 
 
-@pytest.fixture
-def marker(tmp_path):
-    m = tmp_path / "PWNED-marker"
-    yield m
-    assert not m.exists(), "a checkpoint ran a shell command"
-
-
 def _run(cli, path, *extra):
     r = cli(path, "--no-probe", "--format", "json", *extra)
     assert r.exit_code in (0, 1), (r.exit_code, r.stderr)

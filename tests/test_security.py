@@ -34,13 +34,6 @@ def _ic401(stdout):
     return [f for f in findings_of(stdout) if f["rule"] == "IC401"]
 
 
-@pytest.fixture
-def marker(tmp_path):
-    m = tmp_path / "PWNED-marker"
-    yield m
-    assert not m.exists(), "a checkpoint ran a shell command"
-
-
 def _folder(tmp_path, name="m", config=True):
     d = tmp_path / name
     d.mkdir()

@@ -23,13 +23,6 @@ from safetensors.torch import save_file
 MAX_S = 10.0  # the bound for any input, on 2 cores
 
 
-@pytest.fixture
-def marker(tmp_path):
-    m = tmp_path / "PWNED-marker"
-    yield m
-    assert not m.exists(), "a payload ran"
-
-
 def _run(cli, path, *extra):
     t = time.monotonic()
     r = cli(path, "--no-probe", "--format", "json", *extra)
