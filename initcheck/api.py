@@ -60,12 +60,19 @@ def run(target, settings: Settings) -> Report:
         scan = scan_run(run_folder, pack, settings)
     else:
         scan = scan_path(target, pack, settings)
+    blocked = (scan.facts.get("vocab") or {}).get("probe_blocked")   # --data the head cannot take (IC703)
     # a post-mortem judges the run's own log; the probe is for starting points (--probe forces it)
     if (run_folder is None or settings.probe is True) and _probe_wanted(settings, scan, pack):
-        from .probe import run_probe
+        if blocked:   # skipped with the reason (IC300) rather than crashing on the first batch
+            from .probe.trace import skipped
 
-        _phase(settings, "probe: building the task model and training")
-        run_probe(scan, settings, pack, on_step=getattr(settings.progress, "step", None))
+            scan.probe = skipped(settings, (scan.facts.get("task_model") or {}).get("task"),
+                                 scan.facts.get("task_model") or {}, blocked)
+        else:
+            from .probe import run_probe
+
+            _phase(settings, "probe: building the task model and training")
+            run_probe(scan, settings, pack, on_step=getattr(settings.progress, "step", None))
     elif scan.facts.get("task_model_error"):  # --no-probe: the failed build is still said (IC300)
         from .probe.trace import skipped
 
@@ -80,11 +87,13 @@ def run(target, settings: Settings) -> Report:
 
 
 class _Report(Report):
-    """``Report`` with the post-mortem's measurements as the JSON's ``run`` key (null for a model folder)."""
+    """``Report`` with the post-mortem's measurements as the JSON's ``run`` key (null for a model folder), and
+    the tokenizer's (``initcheck.vocab``) as its ``vocab`` key (null for an in-memory model)."""
 
     def to_dict(self) -> dict:
         out = super().to_dict()
         out["run"] = self.scan.facts.get("run")
+        out["vocab"] = self.scan.facts.get("vocab")
         return out
 
 
@@ -100,6 +109,9 @@ def scan_path(path, pack, settings: Settings):
                            limits=Limits.from_scan(pack.scan), side_globals=list(pickle_opts.get("side_file_globals", [])),
                            inert_globals=dict(pickle_opts.get("inert", {})),
                            beside=True)   # score_head.pt beside the model is judged too (issue 30)
+    from .vocab import start
+
+    tokenizer = start(ckpt.path, pack)   # the tokenizer read, its chat templates compiled, beside the statistics
     records = scan_mod.records_for(ckpt, pack.scan)
     scan = scan_mod.Scan(path=str(path), records=records, config=ckpt.config, checkpoint=ckpt,
                          files=[f.as_dict() for f in ckpt.files + ckpt.other_files])
@@ -117,10 +129,30 @@ def scan_path(path, pack, settings: Settings):
     if settings.task or (scan.config and _probe_enabled(settings, pack)):  # a task model may be built
         _phase(settings, "building the task model (load report)")
     _finish_origins(scan, settings, pack)
+    _vocab(scan, pack, settings, tokenizer)   # the tokenizer against the rows (IC70x); no torch import
     if settings.hashes:
         _phase(settings, "hashing files")
         _hash_files(scan, ckpt)
     return scan
+
+
+def _vocab(scan, pack, settings, prepared):
+    """``vocab.collect`` on the prepared tokenizer; a bug there is IC707's finding, the weights' stand."""
+    from .errors import InputError
+    from .vocab import collect
+
+    try:
+        facts = collect(scan, pack, settings, prepared.result())
+        from .vocab.labels import label_facts
+
+        facts["labels"] = label_facts(scan)   # the panel's; IC705/IC706 judge the same function's result
+    except InputError:   # a missing or broken --data file: bad input, exit 2
+        raise
+    except Exception as e:
+        facts = scan.facts.setdefault("vocab", {})
+        facts["reason"] = "the tokenizer checks failed"
+        facts.setdefault("problems", []).append(
+            {"file": "(tokenizer)", "reason": f"the tokenizer checks failed ({type(e).__name__}: {str(e)[:200]}); please report it"})
 
 
 def _find_run(target):

@@ -81,7 +81,7 @@ def check_options(f):
     opts = [
         click.option("--format", "formats", multiple=True, type=click.Choice(list(FORMATS)),
                      help="stdout's format, or the format of the -o right after it (see Outputs below)."),
-        click.option("-o", "--output", "outputs", multiple=True, type=click.Path(dir_okay=False),
+        click.option("-o", "--output", "outputs", multiple=True, type=click.Path(),   # checked by check_output_paths
                      help="Write a report to FILE, in the format its extension names (repeatable)."),
         click.option("-q", "--quiet", is_flag=True, default=False, help="No verdict line on the terminal."),
         click.option("-v", "--verbose", is_flag=True, default=False,
@@ -111,7 +111,7 @@ def check_options(f):
         click.option("--train", type=click.Choice(["all", "heads"]), default=None, help="Probe a full fine-tune or heads only."),
         click.option("--data", type=click.Path(dir_okay=False), default=None, help="JSONL with text/label records for the probe."),
         click.option("--baseline", type=click.Path(dir_okay=False), default=None, help="Fail only on findings not in this baseline."),
-        click.option("--write-baseline", type=click.Path(dir_okay=False), default=None, help="Record the current findings as a baseline."),
+        click.option("--write-baseline", type=click.Path(), default=None, help="Record the current findings as a baseline."),
         click.option("--debug", is_flag=True, default=False, help="Show tracebacks."),
     ]
     for o in reversed(opts):
@@ -214,6 +214,40 @@ def plan_outputs(order, formats, outputs):
     return (stdout[0] if stdout else None), files
 
 
+def check_output_paths(paths, checked=()) -> None:
+    """Refuse, before any work, an output file the run could not write at the end.
+
+    ``paths``: every file the run will write (-o, --write-baseline). Each must not be a folder,
+    its parent folder must exist and be writable, no file may be named twice, and none may lie
+    inside a checked folder (``checked``: the target and --base): initcheck never writes into
+    the folder it was given (README, "Untrusted checkpoints").
+    """
+    seen = set()
+    for out in paths:
+        path = os.path.abspath(out)
+        parent = os.path.dirname(path)
+        if os.path.isdir(path):
+            problem = "is a folder; name a file"
+        elif not os.path.isdir(parent):
+            problem = f"cannot be written: folder {os.path.dirname(out) or parent} does not exist"
+        elif not os.access(parent, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+            problem = "cannot be written: permission denied"
+        elif os.path.realpath(path) in seen:
+            problem = "is named twice as an output"
+        else:
+            problem = next((f"is inside the checked folder {c}: initcheck never writes into the folder it checks; "
+                            "write the report elsewhere" for c in checked
+                            if c is not None and os.path.isdir(c) and _inside(path, c)), None)
+        if problem:
+            raise InputError(out, problem)
+        seen.add(os.path.realpath(path))
+
+
+def _inside(path: str, folder) -> bool:
+    folder = os.path.realpath(folder)
+    return os.path.commonpath([os.path.realpath(path), folder]) == folder
+
+
 def _ext(fmt: str) -> str:
     return {"junit": "xml", "markdown": "md", "text": "txt"}.get(fmt, fmt)
 
@@ -239,6 +273,11 @@ def check(ctx, path, formats, outputs, quiet, verbose, revision, write_baseline,
         if stdout_fmt is None and not files:
             stdout_fmt = "text"
         settings = build_settings(target=path, **cli)
+        from . import hubcache
+
+        target = hubcache.resolve(path, revision)
+        check_output_paths([out for _, out in files] + ([write_baseline] if write_baseline else []),
+                           checked=(target, settings.base))
         settings.command = "initcheck " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         if settings.trust_remote_code:   # the one way initcheck runs a checkpoint's code: never silently
             from .report.terminal import printable
@@ -249,11 +288,8 @@ def check(ctx, path, formats, outputs, quiet, verbose, revision, write_baseline,
         # audit formats carry every file's SHA-256; a JSON-only run skips it (on a multi-GB
         # checkpoint hashing costs more than the whole static scan)
         settings.hashes = settings.hashes or bool(used & {"html", "sarif"})
-        progress = _progress_for(verbose, debug)
+        progress = _progress_for(verbose, debug, quiet)
         settings.progress = progress if progress is not None else False
-        from . import hubcache
-
-        target = hubcache.resolve(path, revision)
         from .api import run
 
         report = run(target, settings)
@@ -264,8 +300,12 @@ def check(ctx, path, formats, outputs, quiet, verbose, revision, write_baseline,
 
         written = []
         for fmt, out in files:
-            with open(out, "w", encoding="utf-8") as fh:
-                fh.write(render(fmt, data, width=_width()))
+            text = render(fmt, data, width=_width())
+            try:
+                with open(out, "w", encoding="utf-8") as fh:
+                    fh.write(text)
+            except OSError as e:   # checked before the run; the disk may still fill or the folder go
+                raise InputError(out, f"cannot be written: {e.strerror}") from None
             written.append(f"{fmt} report in {out}")
         if progress is not None:
             progress.close()
@@ -295,13 +335,16 @@ def verdict_line(data: dict) -> str:
             f"(fail-on: {data['fail_on']})")
 
 
-def _progress_for(verbose: bool, debug: bool):
-    """Rich progress on a terminal; plain phase lines with -v elsewhere; nothing otherwise."""
+def _progress_for(verbose: bool, debug: bool, quiet: bool = False):
+    """Rich progress on a terminal; elsewhere plain lines: every phase and step with -v, a line per
+    10 s of a long phase without it (a long probe piped into a log is not silence), none with -q."""
     from .report.progress import PlainProgress, RichProgress
 
     if sys.stderr.isatty() and not debug:
         return RichProgress()
-    return PlainProgress() if verbose else None
+    if verbose or not quiet:
+        return PlainProgress(verbose=verbose)
+    return None
 
 
 def _width() -> int:
@@ -325,6 +368,10 @@ def demo(output, keep, layout):
     """
     from .demo import run_demo
 
+    try:
+        check_output_paths([output])
+    except InputError as e:
+        _fail(e, False)
     sys.exit(run_demo(output, keep, layout))
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from . import __version__
 from . import tensors as T
 from .findings import RANK, SEVERITIES
-from .tensors.heads import found, reference_std
+from .tensors.heads import found, judged_band
 
 SCHEMA = "initcheck/1"
 _CONFIG_KEYS = ("model_type", "architectures", "hidden_size", "num_hidden_layers", "num_attention_heads",
@@ -155,9 +155,9 @@ def _tensor_row(r, config=None) -> dict:
         row.update({"mean": _num(st.mean), "std": _num(st.std), "absmax": _num(st.absmax),
                     "zero_fraction": _num(st.zeros / st.numel), "nonfinite": st.nonfinite,
                     "dup_rows": st.dup_exact_rows + st.dup_near_rows})
-        if r.is_weight:  # the std a fresh init of this layer would have (the report's "expected band")
-            lo, hi, _ = reference_std(r, config)
-            row.update({"expected_std_low": _num(lo), "expected_std_high": _num(hi)})
+        band = judged_band(r, config) if r.is_weight else None
+        if band:  # the init band a rule judged this weight by (the report's "expected band"); without one, none drawn
+            row.update({"expected_std_low": _num(band[0]), "expected_std_high": _num(band[1])})
     elif st is not None and st.numel:
         row.update({"nonfinite": st.nonfinite})
     return row

@@ -171,8 +171,11 @@ def load_task_model(scan, recipe, options):
     if report["status"] == "skeleton":
         _materialise(model, fresh, recipe.get("seed", 0))
     state = model.state_dict()
-    report["backbone_parameters"] = sum(t.numel() for k, t in state.items() if prefix and k.startswith(prefix + "."))
-    report["missing_parameters"] = sum(state[k].numel() for k in report["missing"] if k in state)
+    # parameters, each counted once: T5's shared embedding is also encoder.embed_tokens,
+    # decoder.embed_tokens and lm_head in the state dict (4 keys, one tensor)
+    report["model_parameters"] = unique_numel(model)
+    report["backbone_parameters"] = unique_numel(model, lambda k: bool(prefix) and k.startswith(prefix + "."))
+    report["missing_parameters"] = unique_numel(model, set(report["missing"]).__contains__)
     _add_new_records(scan, model, state, fresh, options)
     # stored heads (outside base_model_prefix) and the std the model's own init gives them
     heads.label_from_model(scan, model, fresh, recipe, lambda k: _shift_model_key(k, prefix, scan.by_name))
@@ -344,6 +347,48 @@ def _verify_loaded(scan, model, state, fresh, report):
     report["verified"] = len(verified)
     report["loaded"] = sum(1 for k in state if k not in fresh)
     report["not_verified"] = _unverified(model, state, fresh, verified, saved, skipped)
+
+
+def unique_numel(model, keep=None) -> int:
+    """Values in the parameters of ``model`` whose name ``keep(name)`` accepts (all when None),
+    each tied parameter once, under any of its names. Counted by parameter object, not storage:
+    on the meta device every tensor has the same (null) data pointer."""
+    seen, total = set(), 0
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) not in seen and (keep is None or keep(name)):
+            seen.add(id(p))
+            total += p.numel()
+    return total
+
+
+def checkpoint_names(model, names) -> dict:
+    """Parameter name in ``model`` -> the name of the same tensor in the checkpoint.
+
+    transformers 5 renames keys on load (the checkpoint's ``vit.encoder.layer.2.attention.attention.query``
+    is the model's ``vit.layers.2.attention.q_proj``) and a base model's checkpoint lacks the task
+    model's prefix (``encoder.block.0`` for ``transformer.encoder.block.0``): each parameter is
+    looked up under the name ``save_pretrained`` would write for it, then under its own, with
+    the prefix added or dropped. A parameter the checkpoint lacks (a new head) keeps its name,
+    which is the one its record has.
+
+    Args:
+        model: the task model.
+        names: the checkpoint's tensor names (``scan.by_name``).
+
+    Returns:
+        dict: every parameter name of the model, a tied parameter under each of its names.
+    """
+    prefix = getattr(model, "base_model_prefix", "") or ""
+    saved = {key: name for name, (_, key) in _as_saved(model, model.state_dict()).items() if key is not None}
+    tied = {}   # a tied parameter (T5's lm_head is its shared embedding) goes by the name stored
+    for key, p in model.named_parameters(remove_duplicate=False):
+        tied.setdefault(id(p), []).append(key)
+    out = {}
+    for keys in tied.values():
+        found = next((_shift_model_key(c, prefix, names) for k in keys for c in (saved.get(k), k)
+                      if c is not None and _shift_model_key(c, prefix, names) in names), None)
+        out.update({k: found or k for k in keys})
+    return out
 
 
 def _tied_keys(model) -> dict:

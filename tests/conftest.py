@@ -177,3 +177,51 @@ def tree_digest(folder: Path) -> dict:
         if p.is_file():
             out[str(p.relative_to(folder))] = (p.stat().st_size, hashlib.sha256(p.read_bytes()).hexdigest())
     return out
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "report_unchecked: the test builds reports that disagree with "
+                                       "themselves on purpose (hostile input), not checked by report_check")
+
+
+@pytest.fixture(autouse=True)
+def report_consistency(request, monkeypatch):
+    """Every report the test produces (``initcheck.check``, the CLI) and every report dict it
+    renders is checked by ``report_check.violations``; any disagreement between its parts fails
+    the test (at teardown, so the test's own asserts run)."""
+    if request.node.get_closest_marker("report_unchecked"):
+        yield
+        return
+    import threading
+
+    from report_check import violations
+
+    from initcheck import api, result
+
+    found, depth = [], threading.local()
+
+    def checked(to_dict):
+        def wrapper(self):
+            depth.n = getattr(depth, "n", 0) + 1
+            try:
+                d = to_dict(self)
+            finally:
+                depth.n -= 1
+            if depth.n == 0:   # the outermost call: _Report adds the run after Report's dict
+                found.extend(v for v in violations(d) if v not in found)
+            return d
+        return wrapper
+
+    for cls in (result.Report, api._Report):
+        monkeypatch.setattr(cls, "to_dict", checked(cls.__dict__["to_dict"]))
+    run = api.run
+
+    def run_checked(*args, **kw):   # a report the test never renders is checked all the same
+        report = run(*args, **kw)
+        report.to_dict()
+        return report
+
+    monkeypatch.setattr(api, "run", run_checked)
+    yield
+    if found:
+        pytest.fail("report consistency (tests/report_check.py):\n" + "\n".join(found), pytrace=False)

@@ -61,7 +61,8 @@ def roberta(make_model):
 def test_saturated_tanh_head_gives_dead_gradients_that_static_rules_miss(roberta):
     edit_tensors(roberta, lambda sd: sd["classifier.dense.bias"].fill_(100.0))
     static = initcheck.check(roberta, probe=False)
-    assert [f for f in static.findings if (f.param or "").startswith("classifier")] == []
+    # IC706 (info) only says the label names are LABEL_0..: the bias off zero reads as a trained head
+    assert [f for f in static.findings if (f.param or "").startswith("classifier") and f.rule != "IC706"] == []
 
     report = check(roberta)
     dead = {f.param: f for f in by_rule(report.findings, "IC304")}
@@ -86,7 +87,8 @@ def test_head_scaled_x50_gives_loss_at_init_finding(roberta):
     report = check(roberta)
     [f] = by_rule(report.findings, "IC301")
     probe = report.scan.probe
-    assert f.value == probe["loss"][0] and f.expected == pytest.approx(math.log(3))
+    # judged over every label, against ln 3 + s^2/2 with the logits' std s counted up to 1 (max_logit_std)
+    assert f.value == probe["initial_any_label_loss"] and f.expected == pytest.approx(math.log(3) + 0.5)
     assert f.value / f.expected >= 1.25
 
 
@@ -140,7 +142,8 @@ def test_real_pretrained_minilm_with_new_head_end_to_end(cli):
     assert probe["loss"][-1] < probe["loss"][0]
     # a pretrained backbone learns fast: far above the cannot-learn floor
     assert (probe["loss"][0] - min(probe["loss"])) / probe["loss"][0] > 0.02
-    assert set(probe["grad_norm"]["layers"]) >= {"bert.encoder.layer.0", "bert.encoder.layer.5", "classifier"}
+    # MiniLM is a BertModel checkpoint: its keys, and so the probe's layer groups, carry no "bert." prefix
+    assert set(probe["grad_norm"]["layers"]) >= {"encoder.layer.0", "encoder.layer.5", "classifier"}
 
 
 # --- the other rules, both sides ---------------------------------------------------------
@@ -161,7 +164,7 @@ def test_learning_rate_far_too_high_gives_a_spike_and_default_does_not(make_mode
     hot = check(folder, lr=0.3)
     [f] = by_rule(hot.findings, "IC303")
     assert f.value / f.expected >= 1.25
-    assert hot.scan.probe["spikes"] and f"step {hot.scan.probe['spikes'][0]}" in f.message
+    assert hot.scan.probe["spikes"] and f"spikes at steps {', '.join(map(str, hot.scan.probe['spikes']))})" in f.message
     assert by_rule(check(folder).findings, "IC303") == []
 
 
@@ -265,7 +268,7 @@ def test_jsonl_data_is_tokenised_with_the_folders_tokenizer(tmp_path):
     (None, "no such --data file"),
     ('{"text": "ok", "label": 0}\n{"text": broken\n', "line 2: not valid JSON"),
     ('{"label": 0}\n', 'line 1: each line needs a "text"'),
-    ('{"text": "ok", "label": 7}\n', "label 7 is not a class index"),
+    # a label past the head is IC703's finding before the probe, which is then skipped (tests/test_vocab.py)
 ])
 def test_bad_jsonl_is_an_input_error(tmp_path, cli, content, problem):
     data = tmp_path / "bad.jsonl"

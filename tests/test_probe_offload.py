@@ -101,7 +101,7 @@ def test_pytorch_bin_checkpoint_is_offloaded_through_the_temp_folder_then_remove
 
 def test_temp_folder_is_removed_on_error(bert, tmp_offload, tmp_path):
     bad = tmp_path / "bad.jsonl"
-    bad.write_text("not json\n")
+    bad.write_text('{"label": 0}\n')   # valid JSON (the static check reads it): the probe's batch refuses it
     with pytest.raises(InputError):
         initcheck.check(bert, train="heads", overrides=OVER, data=str(bad), **SMALL)
     assert leftovers(tmp_offload) == []

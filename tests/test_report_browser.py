@@ -148,3 +148,140 @@ def test_nan_run_states_why_there_is_no_loss_curve(shots):
     assert "flagged-std-classifier.weight" in nan["marks"] and "flagged-label-classifier.weight" in nan["marks"]
     assert any("No loss curve" in r and "non-finite" in r for r in nan["reasons"]), nan["reasons"]
     assert nan["run"].startswith("1 of 5 steps ran")
+
+
+# --- issue 25: no text leaves its figure, no two tick labels overlap, one type size on the page ----
+
+# Per figure: texts whose box leaves the SVG viewport, pairs of tick labels of one axis whose boxes
+# overlap, the rendered size of its tick labels (px), and how many points of its main panel carry a tooltip.
+_MEASURE = """() => [...document.querySelectorAll('figure svg')].map(svg => {
+  const box = svg.getBoundingClientRect();
+  const scale = box.width / svg.viewBox.baseVal.width;
+  const shown = t => { const r = t.getBoundingClientRect(); return r.width > 0 && r.height > 0; };
+  const texts = [...svg.querySelectorAll('text')].filter(t => t.textContent.trim() && shown(t));
+  const outside = texts.filter(t => { const r = t.getBoundingClientRect();
+    return r.left < box.left - 1 || r.right > box.right + 1 || r.top < box.top - 1 || r.bottom > box.bottom + 1; })
+    .map(t => t.textContent);
+  const overlaps = [];
+  for (const axis of svg.querySelectorAll('g[id^="matplotlib.axis"]')) {
+    const ticks = [...axis.querySelectorAll('g[id^="xtick"], g[id^="ytick"]')].map(g => {
+      const ts = [...g.querySelectorAll('text')].filter(shown);
+      if (!ts.length) return null;
+      const rs = ts.map(t => t.getBoundingClientRect());
+      return {text: ts.map(t => t.textContent).join(''), l: Math.min(...rs.map(r => r.left)), r: Math.max(...rs.map(r => r.right)),
+              t: Math.min(...rs.map(r => r.top)), b: Math.max(...rs.map(r => r.bottom))};
+    }).filter(x => x);
+    for (let i = 0; i < ticks.length; i++) for (let j = i + 1; j < ticks.length; j++) {
+      const a = ticks[i], c = ticks[j];
+      if (a.l < c.r - 0.5 && c.l < a.r - 0.5 && a.t < c.b - 0.5 && c.t < a.b - 0.5) overlaps.push([a.text, c.text]);
+    }
+  }
+  const sizes = [...svg.querySelectorAll('g[id^="xtick"] text, g[id^="ytick"] text')].filter(shown)
+    .map(t => parseFloat(getComputedStyle(t).fontSize) * scale).sort((a, b) => a - b);
+  return {outside, overlaps, tick_px: sizes.length ? sizes[Math.floor(sizes.length / 2)] : null,
+          tooltips: svg.querySelectorAll('g[id^="pt-"] > title, g[id^="flagged-std-"] > title, g[id^="mv-"] > title').length,
+          width: box.width};
+})"""
+
+
+def _five_reports(folder):
+    """The demo (with its probe), a vision model (with its probe), a VLM, a run post-mortem with its log,
+    and a 300-tensor model: the reports issue 25 names, as a new user gets them."""
+    import json
+
+    import initcheck
+    import torch
+    import transformers as T
+    from conftest import bert_config, edit_tensors
+    from initcheck.demo import build_demo_checkpoint
+
+    vis = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+    torch.manual_seed(0)
+    T.ViTForImageClassification(T.ViTConfig(num_labels=4, **vis)).save_pretrained(folder / "vit")
+    torch.manual_seed(0)
+    T.LlavaForConditionalGeneration(T.LlavaConfig(
+        vision_config=T.CLIPVisionConfig(**vis), image_token_index=120,
+        text_config=T.LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128))
+    ).save_pretrained(folder / "llava")
+    torch.manual_seed(0)
+    model = T.BertForSequenceClassification(bert_config(num_labels=3))
+    run = folder / "run"
+    for step in (10, 20):
+        model.save_pretrained(run / f"checkpoint-{step}")
+
+    def train(sd):   # layer 1 frozen (never moved); the rest moved by a few percent, layer 2 twice as far
+        for k, t in sd.items():
+            if t.is_floating_point() and ".layer.1." not in k:
+                t.add_(3e-3 * (2 if ".layer.2." in k else 1) * torch.randn_like(t))
+
+    edit_tensors(run / "checkpoint-20", train)
+    log = [{"epoch": s / 20, "grad_norm": 1.0, "learning_rate": 5e-5, "loss": 1.1 - 0.01 * s, "step": s} for s in range(1, 21)]
+    log += [{"epoch": 0.5, "eval_accuracy": 0.4, "eval_loss": 1.0, "step": 10}, {"epoch": 1.0, "eval_accuracy": 0.55, "step": 20}]
+    (run / "checkpoint-20" / "trainer_state.json").write_text(json.dumps({"global_step": 20, "log_history": log}))
+    torch.manual_seed(0)
+    T.BertForSequenceClassification(bert_config(num_labels=3, num_hidden_layers=18)).save_pretrained(folder / "big")
+    return {"demo": initcheck.check(build_demo_checkpoint(folder / "demo"), probe_steps=4).to_dict(),
+            "vision": initcheck.check(folder / "vit", probe_steps=3).to_dict(),
+            "vlm": initcheck.check(folder / "llava", probe=False).to_dict(),
+            "run": initcheck.check(run, probe=False).to_dict(),
+            "big": initcheck.check(folder / "big", probe=False).to_dict()}
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory):
+    playwright = pytest.importorskip("playwright.sync_api", reason="playwright (Python package) not installed")
+    folder = tmp_path_factory.mktemp("overlap")
+    out = {}
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            for name, data in _five_reports(folder).items():
+                path = folder / f"{name}.html"
+                path.write_text(render("html", data), encoding="utf-8")
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                page.goto(path.as_uri(), wait_until="load")
+                out[name] = {"figures": page.evaluate(_MEASURE), "data": data,
+                             "captions": page.locator("#layers figcaption").all_inner_texts()}
+                page.screenshot(path=f"/tmp/initcheck-25-{name}.png", full_page=True)
+                page.close()
+        finally:
+            browser.close()
+    return out
+
+
+REPORTS = ("demo", "vision", "vlm", "run", "big")
+
+
+@pytest.mark.parametrize("name", REPORTS)
+def test_no_text_leaves_its_figure_and_no_tick_labels_overlap(measured, name):
+    figures = measured[name]["figures"]
+    assert len(figures) >= (3 if name in ("demo", "vision") else 1)
+    for k, fig in enumerate(figures):
+        assert fig["outside"] == [], (name, k, fig["outside"])
+        assert fig["overlaps"] == [], (name, k, fig["overlaps"])
+
+
+@pytest.mark.parametrize("name", REPORTS)
+def test_every_figure_shows_its_ticks_at_one_type_size(measured, name):
+    # the movement figure was drawn 6.2 in wide and stretched to the page: its type twice the others'
+    sizes = [f["tick_px"] for f in measured[name]["figures"] if f["tick_px"]]
+    assert min(sizes) >= 7.5, sizes                 # readable
+    assert max(sizes) / min(sizes) <= 1.3, sizes
+
+
+def test_the_run_report_has_its_movement_figure_with_a_tooltip_per_weight(measured):
+    run = measured["run"]
+    moved = [m for m in run["data"]["run"]["movement"] if m["name"].endswith("weight")]
+    weights = {t["name"] for t in run["data"]["tensors"] if t["role"] in ("linear", "embedding")}
+    assert len(run["figures"]) == 4     # per-layer, training loss, evaluation, movement
+    # per-layer: one tooltip per weight matrix; movement: one per moved or unmoved weight matrix
+    assert run["figures"][0]["tooltips"] == len(weights)
+    assert run["figures"][3]["tooltips"] == len([m for m in moved if m["name"] in weights])
+
+
+def test_the_big_model_names_every_point_in_a_tooltip(measured):
+    big = measured["big"]
+    weights = [t for t in big["data"]["tensors"] if t["role"] in ("linear", "embedding")]
+    assert len(big["data"]["tensors"]) >= 290 and len(weights) > 80   # past the rows labelled one by one
+    assert big["figures"][0]["tooltips"] == len(weights)

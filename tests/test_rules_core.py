@@ -201,6 +201,34 @@ def test_layer_scaled_10x_is_a_warning_and_2x_is_silent(cli, make_model):
     assert [(f["param"], f["severity"]) for f in hits(fs, "IC106")] == [("encoder.layer.2.intermediate.dense.weight", "warning")]
 
 
+def _llama_norms(make_model, first, third):
+    """A tiny Llama whose input norms trained to ~0.3 (seeded spread), then layers 0 and 2 set to ``first`` and ``third``."""
+    from transformers import LlamaConfig
+
+    folder = make_model("LlamaForCausalLM", LlamaConfig(vocab_size=200, hidden_size=32, intermediate_size=64, num_hidden_layers=6,
+                                                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64))
+    g = torch.Generator().manual_seed(0)
+
+    def edit(sd):
+        for i in range(6):
+            w = sd[f"model.layers.{i}.input_layernorm.weight"]
+            w.copy_(0.3 + 0.03 * torch.randn(w.shape, generator=g))
+        sd["model.layers.0.input_layernorm.weight"].mul_(first)
+        sd["model.layers.2.input_layernorm.weight"].mul_(third)
+    return edit_tensors(folder, edit)
+
+
+@pytest.mark.parametrize("first, third, expected", [
+    (1 / 10, 1, []),                                                              # SmolLM2-135M's layer 0: trained 8x small
+    (1, 1 / 10, [("model.layers.2.input_layernorm.weight", "warning")]),          # the same in a middle block
+    (1 / 60, 1, [("model.layers.0.input_layernorm.weight", "error")]),            # far below: still corrupt
+    (10, 1, [("model.layers.0.input_layernorm.weight", "warning")]),              # above its siblings: judged as any
+])
+def test_first_block_norm_gain_below_its_siblings_is_judged_at_error_ratio_only(cli, make_model, first, third, expected):
+    code, fs = check(cli, _llama_norms(make_model, first, third))
+    assert [(f["param"], f["severity"]) for f in hits(fs, "IC106")] == expected
+
+
 # --- IC107 norm-gain-range ----------------------------------------------------------------
 
 def test_negative_norm_gain_is_flagged_fresh_is_not(cli, bert_cls):

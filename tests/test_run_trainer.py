@@ -214,7 +214,7 @@ def test_html_has_a_run_section_and_other_formats_carry_the_findings(cli, runs, 
     html = out["html"].read_text()
     section = html[html.index('<section id="run">'):html.index('<section id="probe">')]
     assert "Training loss (from the run" in section and "ln C, C = 3 (id2label) = 1.099" in section
-    assert 'id="run-unmoved"' in section and "never moved (max |ΔW| = 0)" in section
+    assert 'id="mv-still-' in section and "never moved (max |ΔW| = 0)" in section
     assert "Evaluation metrics against chance" in section and "chance 0.333" in section
     assert section.count('<tr class="flag">') == 2   # both intervals left 56 tensors unchanged
     for fmt in ("md", "sarif", "xml"):
@@ -222,7 +222,7 @@ def test_html_has_a_run_section_and_other_formats_carry_the_findings(cli, runs, 
         assert "IC601" in text and "IC612" in text, fmt
     healthy = tmp_path / "healthy.html"
     cli(runs["healthy"], "-o", healthy)
-    assert 'id="run-unmoved"' not in healthy.read_text() and '<section id="run">' in healthy.read_text()
+    assert 'id="mv-still-' not in healthy.read_text() and '<section id="run">' in healthy.read_text()
 
 
 @pytest.mark.parametrize("with_base", [False, True])

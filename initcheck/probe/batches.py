@@ -229,6 +229,8 @@ def from_jsonl(path, model, task: str, batch_size: int, seq_len: int, tokenizer)
         InputError: missing file, bad JSON, missing fields, labels out of range, no tokenizer.
     """
     path = Path(path)
+    if not path.is_file():   # the file first: a missing file is the problem whatever else is missing
+        raise InputError(path, "no such --data file")
     if tokenizer is None:
         raise InputError(path, "--data needs a tokenizer saved in the model folder (none found); omit --data for synthetic batches")
     if task in ("question-answering", "multiple-choice"):

@@ -92,7 +92,24 @@ class Recorder:
         self.live = torch.zeros(len(self.params), dtype=torch.bool)
         self.reached = torch.zeros(len(self.params), dtype=torch.bool)  # got a gradient tensor at all
         self.nonfinite = None     # {"step", "module", "what"}
+        # step 0's logits, for IC301: their spread across classes (RMS over rows), and the softmax
+        # cross-entropy averaged over every label (logsumexp - mean), free of the batch's label draw
+        self.logit_std = self.any_label_loss = None
+        self.layer_scales = None  # optional (per block: its layer-scale parameters, per param: its block or -1)
+        self.scale_rows = []      # per step: tensor[P], the layer scale each gradient was multiplied by
         self._prev = None
+
+    def on_output(self, step: int, out):
+        if step or (logits := logits_of(out)) is None or logits.shape[-1] < 2 or not logits.numel():
+            return
+        var = every = 0.0
+        rows = logits.detach().reshape(-1, logits.shape[-1])
+        with torch.no_grad():
+            for z in rows.split(64):   # an LM's fp32 logits, 64 rows at a time
+                z = z.float()
+                var += float(z.var(dim=-1, unbiased=False).sum())
+                every += float((torch.logsumexp(z, dim=-1) - z.mean(dim=-1)).sum())
+        self.logit_std, self.any_label_loss = math.sqrt(var / len(rows)), every / len(rows)
 
     def on_loss(self, step: int, loss: float) -> bool:
         self.losses.append(loss)
@@ -106,6 +123,13 @@ class Recorder:
             got = torch.stack(torch._foreach_norm([self.params[i].grad for i in idx])).float().cpu()
             norms[idx] = got
         self.grad_norms.append(norms)
+        if self.layer_scales is not None:   # their values at this step: AdamW moves a 1e-6 scale 50x a step
+            scales, block_of = self.layer_scales
+            with torch.no_grad():
+                mean = torch.tensor([float(torch.stack([p.detach().float().abs().mean() for p in ps]).mean())
+                                     for ps in scales] + [1.0])
+            row = mean[block_of]   # -1: the trailing 1.0
+            self.scale_rows.append(torch.where(row > 0, row, torch.ones_like(row)))
         self.live |= norms > 0  # NaN compares False: a None gradient is not life
         self.reached[idx] = True
         bad = [i for i in idx if not math.isfinite(norms[i])]
@@ -168,6 +192,8 @@ def train(model, batch: dict, params: dict, steps: int, lr: float, recorder: Rec
             raise ValueError("the model returned no loss for the probe batch (are labels accepted?)")
         value = float(loss.detach())
         losses.append(value)
+        if recorder is not None:
+            recorder.on_output(step, out)
         if on_step is not None:
             on_step(step, steps, value)
         if recorder is not None and not recorder.on_loss(step, value):

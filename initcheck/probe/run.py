@@ -2,6 +2,7 @@
 
 import contextlib
 import math
+import re
 import time
 
 import torch
@@ -112,11 +113,11 @@ def _run(scan, settings, pack, tr, model, task, recipe, started, on_step=None) -
     notes = []
     batch = _batch(model, task, settings, recipe, pack.rules[SKIPPED], notes)
     tr["inputs_note"] = "; ".join(notes) or None
-    rows = next((v.shape[0] for k, v in batch.items() if k in ("pixel_values", "x") and isinstance(v, torch.Tensor)), None)
-    if rows is not None:
-        tr["batch_size"] = int(rows)  # images per batch, after image_pixels_per_batch
     batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     batch, loss_fn = loop.loss_for(model, batch)
+    # the batch as built (images after image_pixels_per_batch, text as tokenised), not as asked for
+    tr["inputs"] = {k: list(v.shape) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+    tr["batch_size"], tr["seq_len"] = TR.batch_dims(tr["inputs"], tr["batch_size"])
     tr["head_modules"] = heads
     tr["head_origin"] = _head_origin(model, scan, heads, new_names)
     _expect(tr, model, task, batch, loss_fn)
@@ -125,6 +126,7 @@ def _run(scan, settings, pack, tr, model, task, recipe, started, on_step=None) -
     watched = heads + [b for b in M.last_blocks(model) if not M.in_heads(b, heads)]
     watch = hooks.ActivationWatch(model, watched, heads, act["saturation"], act["dead_input"])
     rec = loop.Recorder(params)
+    rec.layer_scales = _layer_scales(model, rec.names)
     threads = torch.get_num_threads()
     # decided by model size only: the thread count changes float summation order, and the same
     # input must give the same trace whatever the machine's load
@@ -141,7 +143,7 @@ def _run(scan, settings, pack, tr, model, task, recipe, started, on_step=None) -
         module = hooks.first_nonfinite_module(model, batch)
         rec.nonfinite = {"step": len(losses) - 1, "module": module or "loss",
                          "what": "activation" if module else "loss"}
-    _fill(tr, model, rec, losses, watch, pack)
+    _fill(tr, model, rec, losses, watch, pack, _checkpoint_names(model, scan))
     tr["status"] = "ran"
     tr["seconds"] = round(time.perf_counter() - started, 3)
     scan.probe = TR.clean(tr)
@@ -371,20 +373,69 @@ def _head_origin(model, scan, heads, new_names) -> str:
     return "loaded" if all(n in scan.by_name for n in own) else "new"
 
 
-def _fill(tr, model, rec, losses, watch, pack):
+_LAYER_SCALE = re.compile(r"(^|\.)(\d+)\.(layer_scale_parameter|layer_scale_?\d|lambda_?\d|gamma_?\d|gamma"
+                          r"|(layer_?scale_?\d*|ls\d)\.(lambda1|gamma|scale))$")
+
+
+def _layer_scales(model, names):
+    """``(scales, block_of)`` for the Recorder, or None without layer scales.
+
+    A layer scale (ConvNeXt's ``layer_scale_parameter``, DINOv2's ``layer_scale1.lambda1``, BEiT's
+    ``lambda_1``, CaiT's ``gamma_1``) multiplies a residual branch, so every gradient inside the
+    branch is that small too: 1e-6 in a fresh ConvNeXt, by design. ``scales``: per block, its
+    layer-scale parameters; ``block_of``: per trainable parameter, its block's index (-1 outside
+    them, and for the scales themselves).
+    """
+    blocks = {}
+    for n, p in model.named_parameters():
+        m = _LAYER_SCALE.search(n)
+        if m and p.dim() == 1:
+            blocks.setdefault(n[: m.start(2) + len(m.group(2))], []).append(p)
+    if not blocks:
+        return None
+    order = list(blocks)
+
+    def block(n):
+        return -1 if _LAYER_SCALE.search(n) else next((i for i, b in enumerate(order) if n.startswith(b + ".")), -1)
+
+    return [blocks[b] for b in order], torch.tensor([block(n) for n in names])
+
+
+def _sigmoid_head(model) -> bool:
+    return inputs.cfg_get(inputs.config_of(model), "problem_type") == "multi_label_classification"
+
+
+def _checkpoint_names(model, scan) -> dict:
+    """Parameter name -> the name the report's tensor table gives it (the checkpoint's)."""
+    from ..taskmodel import checkpoint_names
+
+    try:
+        return checkpoint_names(model, scan.by_name)
+    except Exception:  # noqa: BLE001 - no reverse renames (custom code): the model's own names
+        return {n: n for n, _ in model.named_parameters()}
+
+
+def _fill(tr, model, rec, losses, watch, pack, names):
+    """The trace from the recorder; every name in it is the checkpoint's (``names``), as in the
+    tensor table, never the in-memory one transformers 5 renamed it to on load."""
     backbone = M.backbone_prefix(model)
     layers = []
     index = []
     for n in rec.names:
-        layer = TR.layer_of(n, backbone)
+        layer = TR.layer_of(names.get(n, n), backbone)
         if layer not in layers:
             layers.append(layer)
         index.append(layers.index(layer))
     index = torch.tensor(index)
-    values = []
-    for norms in rec.grad_norms:
+
+    def grouped(norms):
         sq = torch.zeros(len(layers)).index_add_(0, index, torch.nan_to_num(norms, nan=0.0) ** 2)
-        values.append([float(x) for x in sq.sqrt()])
+        return [float(x) for x in sq.sqrt()]
+
+    values = [grouped(norms) for norms in rec.grad_norms]
+    grad_norm = {"layers": layers, "values": values}
+    if rec.scale_rows:   # IC305 compares blocks with their layer scales taken out
+        grad_norm["unscaled"] = [grouped(norms / scale) for norms, scale in zip(rec.grad_norms, rec.scale_rows)]
     ratios = {}
     if rec.update_norms:
         acc = torch.zeros(len(layers))
@@ -404,19 +455,46 @@ def _fill(tr, model, rec, losses, watch, pack):
     reached = dict(zip(rec.names, rec.reached.tolist()))
     unused = [n for n in dead if not reached[n] and not M.in_heads(n, heads)]
     body = sum(k for n, k in trainable.items() if not M.in_heads(n, heads))
+    # AdamW decays a parameter whose gradient is a zero tensor (not None): it moves with no gradient
+    moved = torch.stack([dn for dn, _ in rec.update_norms]).amax(0) if rec.update_norms else torch.zeros(len(rec.names))
+    decayed = {n for n, m in zip(rec.names, moved.tolist()) if m > 0}
+    unused_fraction = sum(trainable[n] for n in unused) / body if body else 0.0
+    trainable = {names.get(n, n): k for n, k in trainable.items()}
+    nonfinite = rec.nonfinite and {**rec.nonfinite, "module": TR.module_name(rec.nonfinite["module"], names)}
     spike = pack.rules[SPIKE]
     tr.update({
         "loss": losses,
-        "spikes": spike_steps(losses, spike["window"], spike["warmup"], spike["atol"], spike["warn_factor"]),
-        "grad_norm": {"layers": layers, "values": values},
-        "dead_params": dead,
-        "dead_modules": [{k: g[k] for k in ("module", "params", "numel")} for g in TR.dead_groups(dead, trainable)],
-        "unused_params": unused,
-        "unused_fraction": sum(trainable[n] for n in unused) / body if body else 0.0,
-        "activations": watch.stats,
+        "spikes": spike_steps(losses, spike["window"], spike["warmup"], spike["atol"], spike["warn_factor"],
+                              spike["early_factor"]),
+        "grad_norm": grad_norm,
+        "dead_params": _names(dead, names),
+        "dead_modules": [{k: g[k] for k in ("module", "params", "numel")} for g in TR.dead_groups(_names(dead, names), trainable)],
+        "decay_only_params": _names([n for n in dead if n in decayed], names),
+        "unused_params": _names(unused, names),
+        "unused_fraction": unused_fraction,
+        "activations": _renamed(watch.stats, names),
+        "head_modules": list(dict.fromkeys(TR.module_name(h, names) for h in heads)),   # T5's tied lm_head is shared
         "update_ratio": ratios,
         "update_ratio_steps": rec.update_steps,
-        "first_nonfinite": rec.nonfinite,
+        "first_nonfinite": nonfinite,
         "trainable_params": sum(trainable.values()),
         "steps_run": len(losses),
+        # softmax heads only (IC301): the logits' std s at step 0 (ln C + s^2/2 is their expected loss),
+        # and the step-0 loss averaged over every label
+        "initial_logit_std": None if _sigmoid_head(model) else rec.logit_std,
+        "initial_any_label_loss": None if _sigmoid_head(model) else rec.any_label_loss,
     })
+
+
+def _names(params, names: dict) -> list:
+    return [names.get(n, n) for n in params]
+
+
+def _renamed(stats: dict, names: dict) -> dict:
+    """Activation statistics under the checkpoint's module names; two modules that map to one
+    name (an MLP and the block around it) keep their own."""
+    out = {}
+    for m, v in stats.items():
+        new = TR.module_name(m, names)
+        out[m if new in out else new] = v
+    return out

@@ -20,6 +20,9 @@ def empty(settings, task, recipe) -> dict:
         "spikes": [], "grad_norm": {"layers": [], "values": []}, "dead_params": [], "dead_modules": [],
         "unused_params": [], "unused_fraction": 0.0, "activations": {}, "update_ratio": {}, "first_nonfinite": None,
         "head_modules": [], "head_origin": None, "trainable_params": 0,
+        "initial_logit_std": None, "initial_any_label_loss": None,
+        "inputs": {},              # the batch the probe built: input name -> shape
+        "decay_only_params": [],   # dead parameters AdamW still moved: weight decay on a zero gradient
         "inputs_note": None,   # why the folder's tokenizer/processor or --data was not used (custom code, a link out)
     }
 
@@ -29,6 +32,32 @@ def skipped(settings, task, recipe, reason: str) -> dict:
     tr = empty(settings, task, recipe)
     tr["reason"] = reason
     return tr
+
+
+# the input that says how many rows a batch has: prompts before their images (a VLM's pixel
+# values may be flattened patches), clips, spectrograms, images, a plain module's x
+_ROW_INPUTS = ("input_ids", "input_values", "input_features", "pixel_values", "x")
+
+
+def batch_dims(inputs: dict, asked: int | None = None) -> tuple:
+    """``(rows, tokens per row)`` of the batch the probe built, from its input shapes.
+
+    Args:
+        inputs: input name -> shape, as in the trace's ``inputs``.
+        asked: the rows asked for, kept when no input says otherwise.
+
+    Returns:
+        tuple: rows, and the token length (None for a batch without text).
+
+    Example:
+        >>> batch_dims({"pixel_values": [2, 3, 224, 224], "labels": [2]}, 8)
+        (2, None)
+    """
+    shape = next((inputs[k] for k in _ROW_INPUTS if inputs.get(k)), None)
+    if shape is None:
+        shape = next((s for s in inputs.values() if s), None)
+    ids = inputs.get("input_ids")
+    return (int(shape[0]) if shape else asked), (int(ids[-1]) if ids and len(ids) >= 2 else None)
 
 
 def layer_of(name: str, backbone: str | None) -> str:
@@ -56,6 +85,52 @@ def layer_of(name: str, backbone: str | None) -> str:
     if backbone and parts[0] == backbone and len(parts) >= 2:
         return ".".join(parts[:2])
     return parts[0]
+
+
+def module_name(module: str, names: dict) -> str:
+    """The name a module of the task model has in the checkpoint, from its parameters' names.
+
+    A parameter maps directly; a module to the longest module path its parameters' checkpoint
+    names share; a module without parameters (an activation function) keeps its own path below
+    the nearest module that has them. Where the parameters share no path (a base checkpoint's
+    whole backbone sits at the top level) the module keeps its name.
+
+    Args:
+        module: a module (or parameter) name in the task model.
+        names: parameter name in the task model -> its name in the checkpoint.
+
+    Returns:
+        str: the checkpoint-side name.
+
+    Example:
+        >>> module_name("vit.layers.2.attention", {"vit.layers.2.attention.q_proj.weight":
+        ...     "vit.encoder.layer.2.attention.attention.query.weight", "vit.layers.2.attention.o_proj.weight":
+        ...     "vit.encoder.layer.2.attention.output.dense.weight"})
+        'vit.encoder.layer.2.attention'
+    """
+    if module in names:
+        return names[module]
+    path, rest = module, ""
+    while True:
+        inside = [(k, v) for k, v in names.items() if k.startswith(path + ".")]
+        if inside or "." not in path:
+            break
+        path, last = path.rsplit(".", 1)
+        rest = f".{last}{rest}"
+    if not inside:
+        return module
+    # renamed as a whole (a prefix added or dropped, or nothing at all): the same path below it
+    prefixes = {v[: len(v) - len(k) + len(path)] for k, v in inside if v.endswith(k[len(path):])}
+    if len(prefixes) == 1 and all(v.endswith(k[len(path):]) for k, v in inside):
+        return prefixes.pop() + rest
+    common = inside[0][1].split(".")[:-1]
+    for _, v in inside[1:]:
+        parts = v.split(".")[:-1]
+        n = 0
+        while n < min(len(common), len(parts)) and common[n] == parts[n]:
+            n += 1
+        common = common[:n]
+    return ".".join(common) + rest if common else module
 
 
 def dead_groups(dead: list, trainable: dict) -> list:

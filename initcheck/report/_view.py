@@ -68,6 +68,7 @@ def code_spans(text) -> Markup:
 LABELS = {"status": "Status", "model_class": "Task model class", "base_model_prefix": "Backbone prefix",
           "missing": "Missing from the checkpoint (initialised randomly)", "unexpected": "In the checkpoint, unused by the model",
           "mismatched": "Shape mismatch (re-initialised)", "backbone_parameters": "Backbone parameters",
+          "model_parameters": "Task model parameters (a tied tensor once)",
           "missing_parameters": "Parameters initialised randomly", "reason": "Note", "error": "Error",
           "reinitialised": "Re-initialised after loading", "verified": "Tensors verified as loaded"}
 
@@ -95,7 +96,8 @@ def environment() -> jinja2.Environment:
                              trim_blocks=True, lstrip_blocks=True, undefined=jinja2.ChainableUndefined)
     env.filters.update(bytes=human_bytes, count=human_count, num=num, md=md, code_spans=code_spans,
                        first_paragraph=first_paragraph, label=label,
-                       load_entry=load_entry)
+                       load_entry=load_entry, batch_text=batch_text, dead_text=dead_text,
+                       decay_only_layers=decay_only_layers)
     return env
 
 
@@ -119,6 +121,68 @@ def probe_summary(probe, arrow: str = "->") -> str | None:
     asked = probe.get("steps")
     ran = f"{len(loss)} steps" if asked in (None, len(loss)) else f"{len(loss)} of {num(asked)} steps ran"
     return f"{ran}, loss {num(loss[0])} {arrow} {num(loss[-1])}"
+
+
+def _shape(inputs: dict, key: str) -> list | None:
+    shape = inputs.get(key)
+    return shape if isinstance(shape, list) and shape and all(isinstance(d, int) for d in shape) else None
+
+
+def _dims(shape) -> str:
+    return " x ".join(str(d) for d in shape)
+
+
+def batch_text(probe) -> str:
+    """The batch the probe built, from its input shapes: ``8 x 3 x 224 x 224 images (batch x
+    channels x height x width)``, ``8 x 4000 audio samples``, ``8 x 32 tokens``; for a prompt
+    with images, both."""
+    if not isinstance(probe, dict):
+        return "–"
+    inputs = probe.get("inputs") if isinstance(probe.get("inputs"), dict) else {}
+    parts = []
+    px = _shape(inputs, "pixel_values")
+    if px and len(px) == 4:
+        parts.append(f"{_dims(px)} images (batch x channels x height x width)")
+    elif px and len(px) == 5:
+        parts.append(f"{_dims(px)} images (batch x images per prompt x channels x height x width)")
+    elif px:
+        parts.append(f"{_dims(px)} image patch values")
+    if _shape(inputs, "input_values"):
+        parts.append(f"{_dims(inputs['input_values'])} audio samples")
+    if _shape(inputs, "input_features"):
+        parts.append(f"{_dims(inputs['input_features'])} spectrogram values (batch x mel bins x frames)")
+    if _shape(inputs, "input_ids"):
+        parts.append(f"{_dims(inputs['input_ids'])} tokens")
+    if not parts:   # a plain module's own inputs, by name
+        parts = [f"{k} {_dims(_shape(inputs, k))}" for k in inputs if k != "labels" and _shape(inputs, k)]
+    return ", ".join(parts) or f"{num(probe.get('batch_size'))} rows"
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def decay_only_layers(probe) -> list:
+    """Layer groups whose update ratio is weight decay alone: no gradient at any step, yet moved."""
+    gn = probe.get("grad_norm") if isinstance(probe, dict) else None
+    if not isinstance(gn, dict) or not isinstance(gn.get("layers"), list) or not isinstance(gn.get("values"), list):
+        return []
+    values = [row for row in gn["values"] if isinstance(row, list)]
+    ratio = probe.get("update_ratio") if isinstance(probe.get("update_ratio"), dict) else {}
+    return [name for i, name in enumerate(gn["layers"])
+            if isinstance(name, str) and values and _number(ratio.get(name)) and ratio[name] > 0
+            and all(i < len(row) and _number(row[i]) and row[i] == 0 for row in values)]
+
+
+def dead_text(probe) -> str:
+    """``50 never received a non-zero gradient (50 moved only by weight decay)``, or "none"."""
+    dead = probe.get("dead_params") if isinstance(probe, dict) else None
+    if not isinstance(dead, list) or not dead:
+        return "none"
+    decay = probe.get("decay_only_params") if isinstance(probe.get("decay_only_params"), list) else []
+    decayed = {n for n in decay if isinstance(n, str)} & {n for n in dead if isinstance(n, str)}
+    return (f"{len(dead)} never received a non-zero gradient"
+            + (f" ({len(decayed)} moved only by weight decay, which AdamW applies to a zero gradient)" if decayed else ""))
 
 
 def run_summary(run) -> list:

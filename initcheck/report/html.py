@@ -47,11 +47,12 @@ def render(data: dict, **kw) -> str:
     s = data["summary"]
     groups = _view.finding_groups(data, limit=_MAX_ROWS_PER_RULE)
     top = [f for g in groups for f in g["active"]][:3]
-    flagged_rows = [t for t in plots.weight_rows(data.get("tensors") or []) if t["name"] in flagged]
+    weights = plots.weight_rows(data.get("tensors") or [])
+    flagged_rows = [t for t in weights if t["name"] in flagged]
     files = data["target"].get("files") or []
     return _view.environment().get_template("report.html.j2").render(
         d=data, s=s, t=data["target"], checked=_view.checked_class(data), groups=groups, top=top, figures=figures, probe=probe, run=run,
         run_lines=_view.run_summary(run),
-        flagged=flagged, flagged_rows=flagged_rows, weights=len(plots.weight_rows(data.get("tensors") or [])),
+        flagged=flagged, flagged_rows=flagged_rows, unbanded=plots.unbanded(weights), weights=len(weights),
         total_bytes=sum(f.get("size") or 0 for f in files), hashed=any(f.get("sha256") for f in files),
         severities=_view.SEVERITIES, dtype_total=sum((data["target"].get("dtypes") or {}).values()) or 1)

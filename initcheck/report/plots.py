@@ -8,14 +8,18 @@ Every function takes rows already in the report dict and returns an SVG string, 
 non-finite), or None when there is nothing to draw. Nothing here measures a tensor: the plots
 only place the numbers of ``Report.to_dict()`` on axes.
 
-Names are never cut: layers run down the vertical axis, so full names read horizontally.
-Flagged tensors are named and marked in every per-layer plot (a diamond in the severity's
-colour, a bold coloured name with a marker) and carry SVG ids (``flagged-...``) so a test can
-find them in the page; heads sit on a shaded band. Big models stay readable: only weight
-matrices are plotted and labels thin to block starts past ``_LABEL_ALL`` tensors, flagged
-tensors always labelled.
+Layers run down the vertical axis, so full names read horizontally (a name past ``_MAX_LABEL``
+characters is elided in the middle). Every point carries its tensor's full name and numbers as
+an SVG <title>, the browser's own tooltip. Flagged tensors are named and marked in every
+per-layer plot (a diamond in the severity's colour, a bold coloured name with a marker) and
+carry SVG ids (``flagged-...``) so a test can find them in the page; heads sit on a shaded band.
+Big models stay readable: only weight matrices are plotted and, past ``_LABEL_ALL`` of them,
+labels name group starts (``encoder.layer.3.*``), spaced so that none overlap, flagged tensors
+and heads first. Every figure uses one type size (``_TICK_PT``) and the page shows it at its own
+size, so no figure's text reads larger than another's.
 """
 
+import html
 import io
 import math
 import re
@@ -24,7 +28,7 @@ import warnings
 import matplotlib
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
+from matplotlib.ticker import MaxNLocator, NullFormatter, NullLocator
 
 WEIGHT_ROLES = ("linear", "conv", "embedding", "rnn")   # quantized weights: stored ints, not the scale
 SEVERITY_COLOR = {"error": "#c62828", "warning": "#e08a00", "info": "#1f77b4"}
@@ -32,24 +36,33 @@ ORIGIN_COLOR = {"pretrained": "#7b8794", "new": "#2e7d32", "head": "#ef6c00", "r
 BAND_COLOR = "#cfe3f7"
 HEAD_SHADE = "#fff0e0"
 FLAG = "\u25c6 "    # the marker before a flagged name (DejaVu Sans has it)
-_LABEL_ALL = 40      # label every tensor up to this many
-_MAX_TICKS = 30
+_LABEL_ALL = 80      # label every tensor up to this many (a row each: 0.17 in, room for a 7.5 pt name)
 _MAX_NOTES = 12
+_MAX_LABEL = 90      # characters of a row label; a longer name is elided in the middle (its tooltip is whole)
+_TICK_PT = 7.5       # every figure's tick labels, notes and legends: one size on the page
 _CHAR_IN = 0.062     # width of one 7.5 pt DejaVu Sans character, inches: room for full names
 _RC = {"svg.fonttype": "none", "svg.hashsalt": "initcheck", "font.size": 9, "axes.titlesize": 10,
+       "xtick.labelsize": _TICK_PT, "ytick.labelsize": _TICK_PT, "axes.labelsize": _TICK_PT + 1,
        "axes.spines.top": False, "axes.spines.right": False, "axes.titleweight": "bold",
        "axes.titlelocation": "left", "axes.grid": True, "grid.color": "#e6e6e6", "grid.linewidth": 0.6,
        "font.family": ["DejaVu Sans", "sans-serif"]}
 
 
-def _svg(fig, tight=True) -> str:
+def _svg(fig, tight=True, titles=None) -> str:
+    """The figure as inline SVG; ``titles`` maps an artist's gid to the tooltip its <g> gets (a
+    <title>, shown on hover by the browser itself: the page runs no script)."""
     buf = io.StringIO()
-    with warnings.catch_warnings():   # a name with a glyph DejaVu lacks still renders (as a box): no stderr noise
+    # text stays text (svg.fonttype none): searchable, selectable, measurable in the browser
+    with warnings.catch_warnings(), matplotlib.rc_context(_RC):   # a glyph DejaVu lacks renders as a box: no stderr noise
         warnings.filterwarnings("ignore", message="Glyph .* missing from font")
         warnings.filterwarnings("ignore", category=RuntimeWarning)
         fig.savefig(buf, format="svg", bbox_inches="tight" if tight else None, metadata={"Date": None, "Creator": None})
     text = buf.getvalue()
-    return text[text.index("<svg"):]  # drop the XML declaration and DOCTYPE: the SVG is inlined
+    text = text[text.index("<svg"):]  # drop the XML declaration and DOCTYPE: the SVG is inlined
+    if titles:   # one pass over the SVG, however many points
+        text = re.sub(r'<g id="([^"]+)">', lambda m: m.group(0) + (f"<title>{html.escape(titles[m.group(1)])}</title>"
+                                                                   if m.group(1) in titles else ""), text)
+    return text
 
 
 def _float(x):
@@ -103,8 +116,23 @@ def _flag_gid(kind: str, name: str) -> str:
     return f"flagged-{kind}-" + re.sub(r"[^A-Za-z0-9_.-]", "_", str(name))[:120]
 
 
+def _ellipsize(text: str, most: int = _MAX_LABEL) -> str:
+    """A label at most ``most`` characters: the middle of a longer one elided (its tooltip has it whole)."""
+    return text if len(text) <= most else text[:most // 2 - 1] + "\u2026" + text[-(most - most // 2):]
+
+
+def _group(t) -> str:
+    """The block a row belongs to (``encoder.layer.3``), else its own module: one label per group when
+    rows are thinned, and a name a reader can find in the tensor table."""
+    if t.get("block"):
+        return str(t["block"])
+    name = str(t["name"])
+    return name.rsplit(".", 1)[0] if "." in name else name
+
+
 def _yticks(ax, rows, flagged):
-    """Full names on the vertical axis; past _LABEL_ALL rows one label per block start, flagged always."""
+    """Full names on the vertical axis; past _LABEL_ALL rows one label per group start (``encoder.layer.3.*``:
+    the rows down to the next label belong to it), flagged always; every row has its tooltip."""
     n = len(rows)
     if n <= _LABEL_ALL:
         pos = list(range(n))
@@ -112,27 +140,111 @@ def _yticks(ax, rows, flagged):
     else:
         pos, labels, last = [], [], object()
         for i, t in enumerate(rows):
-            key = t.get("layer") if t.get("layer") is not None else str(t["name"]).split(".")[0]
+            key = _group(t)
             if key != last:
                 pos.append(i)
-                labels.append(f"layer {key}" if isinstance(key, int) else _label(key))
+                single = i + 1 >= n or _group(rows[i + 1]) != key
+                labels.append(_short(t["name"]) if single else _label(key) + ".*")
                 last = key
-        step = max(1, math.ceil(len(pos) / _MAX_TICKS))
-        keep = {i: lab for i, lab in list(zip(pos, labels))[::step]}
+        keep = dict(zip(pos, labels))
         for i, t in enumerate(rows):   # flagged tensors are always named
             if t["name"] in flagged:
                 keep[i] = _short(t["name"])
+        rank = {i: (rows[i]["name"] not in flagged, rows[i].get("origin") not in ("head", "new"),
+                    not keep[i].endswith(".*"), i) for i in keep}
+        keep = _spaced(keep, rank, _rows_per_label(ax, n))
         pos, labels = sorted(keep), [keep[i] for i in sorted(keep)]
     names = [rows[i]["name"] for i in pos]
-    labels = [FLAG + lab if nm in flagged else lab for lab, nm in zip(labels, names)]
+    labels = [_ellipsize(FLAG + lab if nm in flagged else lab) for lab, nm in zip(labels, names)]
     ax.set_yticks(pos)
-    ax.set_yticklabels(labels, fontsize=7.5)
+    ax.set_yticklabels(labels, fontsize=_TICK_PT)
     for lab, nm in zip(ax.get_yticklabels(), names):
         if nm in flagged:
             lab.set_color(SEVERITY_COLOR[flagged[nm]])
             lab.set_fontweight("bold")
             lab.set_gid(_flag_gid("label", nm))
-    return max((len(lab) for lab in labels), default=10)
+
+
+def _rows_per_label(ax, n) -> float:
+    """How many rows one label needs down the axis: 1.35 line heights of the label font."""
+    height_in = ax.get_position().height * ax.figure.get_figheight()
+    return (_TICK_PT * 1.35 / 72) / (height_in / n)
+
+
+def _spaced(keep: dict, rank: dict, gap: float) -> dict:
+    """Drop labels closer than ``gap`` rows to a kept one, keeping them in ``rank`` order (flagged, then
+    heads, then group starts, then single tensors): labels never overlap, and the rows a reader looks
+    for first keep theirs."""
+    out = {}
+    for i in sorted(keep, key=rank.get):
+        if all(abs(i - j) >= gap for j in out):
+            out[i] = keep[i]
+    return out
+
+
+def _label_width_in(n_chars: int) -> float:
+    return 0.3 + _CHAR_IN * n_chars
+
+
+def _row_title(t, band) -> str:
+    """A row's tooltip: its full name and the numbers behind its point."""
+    std = _float(t.get("std"))
+    what = "non-finite or missing std" if std is None else f"std {std:.4g}"
+    return f"{t['name']} ({t.get('origin') or 'pretrained'}): {what}; {band}"
+
+
+def _band_text(lo, hi, origin) -> str:
+    if lo is not None and hi is not None:
+        return f"expected init std {lo:.3g}" + (f"..{hi:.3g}" if hi != lo else "")
+    return f"no init band: {NO_BAND.get(origin, NO_BAND['pretrained'])}"
+
+
+# why a weight has no band drawn (the report's rows carry a band only where a rule judged by one)
+NO_BAND = {"pretrained": "no config declares this model's init, so a pretrained weight is judged against "
+                         "its peers' median (IC110), not an init band",
+           "adapter": "adapter matrices are judged by the adapter rules (IC20x), not an init band",
+           "resized": "a resized embedding's new rows are judged against its old rows (IC206)"}
+
+
+def unbanded(rows) -> list:
+    """``[(count, origin, why)]``: the weights drawn without an init band, and why no rule judged them by one."""
+    counts = {}
+    for t in rows:
+        if t.get("expected_std_low") is None and _float(t.get("std")) is not None:
+            origin = t.get("origin") or "pretrained"
+            counts[origin] = counts.get(origin, 0) + 1
+    return [(n, origin, NO_BAND.get(origin, NO_BAND["pretrained"])) for origin, n in sorted(counts.items())]
+
+
+def _log_ticks(ax, lo: float, hi: float):
+    """Ticks on a log x-axis whose labels never collide and read as plain numbers: 1-2-5 steps where
+    they give two or more inside the axis, else the powers of ten, else (a range too narrow for
+    either) three values spread evenly with as many digits as they need to differ."""
+    nice = [m * 10.0 ** k for k in range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
+            for m in (1, 2, 5) if lo <= m * 10.0 ** k <= hi]
+    if len(nice) > 6:
+        nice = [t for t in nice if abs(math.log10(t) - round(math.log10(t))) < 1e-9]
+        nice = nice[::max(1, math.ceil(len(nice) / 6))]
+    if len(nice) >= 2:
+        ticks, labels = nice, [f"{t:g}" for t in nice]
+    else:
+        ticks = [lo * (hi / lo) ** k for k in (1 / 6, 1 / 2, 5 / 6)]
+        for digits in range(2, 8):
+            labels = [f"{t:.{digits}g}" for t in ticks]
+            if len(set(labels)) == len(labels):
+                break
+    ax.set_xticks(ticks, labels=labels)
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _note_side(x, lo, hi, width_in, ax_in, gap_in=0.12):
+    """``(side, fits)``: the side of a point (log x in [lo, hi]) with more room for a note
+    ``width_in`` wide, and whether it fits there inside the panel ``ax_in`` wide."""
+    frac = (math.log(x) - math.log(lo)) / (math.log(hi) - math.log(lo))
+    left, right = frac * ax_in - gap_in, (1 - frac) * ax_in - gap_in
+    side = "right" if right >= left else "left"
+    return side, width_in <= max(left, right)
 
 
 def _head_bands(axes, rows):
@@ -154,15 +266,23 @@ def _head_bands(axes, rows):
 def per_layer(tensors: list, flagged: dict) -> str | None:
     """Three panels side by side over the weight matrices, one row per tensor: std vs the expected
     init band (log), zero fraction, duplicate rows. ``flagged`` maps tensor name -> severity."""
+    drawn = per_layer_figure(tensors, flagged)
+    return None if drawn is None else _svg(drawn[0], tight=False, titles=drawn[1])
+
+
+def per_layer_figure(tensors: list, flagged: dict):
+    """``(Figure, tooltips by gid)`` of ``per_layer``, or None: the figure itself, for tests that measure
+    where its text lands."""
     rows = weight_rows(tensors)
     if not rows:
         return None
     n = len(rows)
     y = range(n)
+    titles = {}
     with matplotlib.rc_context({**_RC, "axes.titlelocation": "center"}):
-        longest = max(len(_short(t["name"])) for t in rows) + 2
-        label_in = min(6.5, 0.3 + _CHAR_IN * longest)
-        height = (0.2 * n + 1.4) if n <= _LABEL_ALL else min(16.0, 0.012 * n + 4.0)
+        longest = min(_MAX_LABEL, max(len(_short(t["name"])) for t in rows) + 2)
+        label_in = _label_width_in(longest)
+        height = 0.2 * n + 1.4 if n <= 40 else (0.17 * n + 1.4 if n <= _LABEL_ALL else min(16.0, 0.05 * n + 6.0))
         width = 9.0 + label_in
         fig = Figure(figsize=(width, height))
         a1, a2, a3 = fig.subplots(1, 3, sharey=True, gridspec_kw={"width_ratios": [3, 1.1, 1.1], "wspace": 0.08})
@@ -178,36 +298,48 @@ def per_layer(tensors: list, flagged: dict) -> str | None:
         if bx:
             _stems(a1, [lows[i] / 1.08 for i in bx], bx, [highs[i] * 1.08 for i in bx], BAND_COLOR,
                    min(6, max(1.5, 300 / n)), label="expected init band", zorder=1, horizontal=True)
+        banded = set(bx)
+        band = [_band_text(lows[i] if i in banded else None, highs[i] if i in banded else None, rows[i].get("origin"))
+                for i in y]
         ok = [i for i in y if std[i] is not None and std[i] > 0 and rows[i]["name"] not in flagged]
+        size = 3.5 if n <= 200 else 2
         for origin, color in ORIGIN_COLOR.items():
             pts = [i for i in ok if rows[i].get("origin") == origin]
-            if pts:
-                a1.plot([std[i] for i in pts], pts, "o", markersize=3.5 if n <= 200 else 2, color=color, zorder=3,
-                        label=f"{origin} weight", markeredgewidth=0)
+            if pts:   # one artist per point: each carries its tensor's name as a tooltip
+                a1.plot([], [], "o", markersize=size, color=color, label=f"{origin} weight", markeredgewidth=0)
+                for i in pts:
+                    a1.plot([std[i]], [i], "o", markersize=size, color=color, zorder=3, markeredgewidth=0,
+                            gid=f"pt-{i}")
+                    titles[f"pt-{i}"] = _row_title(rows[i], band[i])
         bad = [i for i in y if rows[i]["name"] in flagged]
         for sev in ("info", "warning", "error"):
             pts = [i for i in bad if flagged[rows[i]["name"]] == sev]
             if pts:
                 a1.scatter([], [], s=46, marker="D", color=SEVERITY_COLOR[sev], label=f"flagged ({sev})")
+        ax_in = a1.get_position().width * width
         for k, i in enumerate(bad):
             name, sev = rows[i]["name"], flagged[rows[i]["name"]]
             x = std[i] if std[i] and std[i] > 0 else (floor * 1.3 if std[i] == 0 else ceil / 1.3)
             a1.scatter([x], [i], s=46, marker="D", color=SEVERITY_COLOR[sev], edgecolors="white", linewidths=0.8,
                        zorder=4, gid=_flag_gid("std", name))
+            titles[_flag_gid("std", name)] = f"flagged ({sev}): " + _row_title(rows[i], band[i])
             if k < _MAX_NOTES:
                 what = "std 0" if std[i] == 0 else ("non-finite" if std[i] is None else f"std {std[i]:.3g}")
-                right = std[i] is None or x > math.sqrt(floor * ceil)   # text on the side with room
-                a1.annotate(f"{_short(name)}: {what}", (x, i), xytext=(-8 if right else 8, -3), textcoords="offset points",
-                            ha="right" if right else "left", fontsize=7.5, color=SEVERITY_COLOR[sev], fontweight="bold",
-                            gid=_flag_gid("note", name))
+                note = f"{_short(name)}: {what}"
+                side, fits = _note_side(x, floor, ceil, _CHAR_IN * 1.08 * len(note), ax_in)
+                if not fits:   # the name is on the axis beside it, in the same colour: the value alone
+                    note = what
+                    side, _ = _note_side(x, floor, ceil, _CHAR_IN * 1.08 * len(note), ax_in)
+                a1.annotate(note, (x, i), xytext=(8 if side == "right" else -8, -3), textcoords="offset points",
+                            ha="left" if side == "right" else "right", fontsize=_TICK_PT, color=SEVERITY_COLOR[sev],
+                            fontweight="bold", gid=_flag_gid("note", name))
         zeros = [i for i in y if std[i] == 0]
         if zeros:
             a1.scatter([floor * 1.3] * len(zeros), zeros, s=70, marker="<", facecolors="none",
                        edgecolors=SEVERITY_COLOR["error"], linewidths=1.2, zorder=5, label="std = 0 (all equal)")
         a1.set_xscale("log")
         a1.set_xlim(floor, ceil)
-        a1.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # plain text, no mathtext
-        a1.xaxis.set_minor_locator(NullLocator())
+        _log_ticks(a1, floor, ceil)
         a1.set_xlabel("weight std (log)")
         a1.set_title("Weight std vs. the expected init band")
         for ax, key, title, xlabel in ((a2, "zero_fraction", "Exact zeros", "fraction"),
@@ -223,18 +355,20 @@ def per_layer(tensors: list, flagged: dict) -> str | None:
                     _stems(ax, [0], [i], [vals[i]], SEVERITY_COLOR[sev], lw, horizontal=True)
                 ax.scatter([vals[i]], [i], s=30, marker="D", color=SEVERITY_COLOR[sev], edgecolors="white",
                            linewidths=0.6, zorder=4, gid=_flag_gid(key, name), clip_on=False)
+                titles[_flag_gid(key, name)] = f"{name}: {xlabel} {vals[i]:g}"
             ax.set_title(title)
             ax.set_xlabel(xlabel)
             ax.set_xlim(0, top * 1.15)
             if key == "dup_rows" and not any(vals):
                 ax.text(0.5, 0.5, "none in any\nweight matrix", transform=ax.transAxes, ha="center", va="center",
-                        color="#555555", fontsize=7.5, bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.9})
+                        color="#555555", fontsize=_TICK_PT, bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.9})
             ax.tick_params(axis="y", length=0)
         a1.set_ylim(n - 0.5, -0.5)   # first tensor on top, as in the tables
         _yticks(a1, rows, flagged)
         handles, labels = a1.get_legend_handles_labels()   # one legend for the three panels, on the right
-        fig.legend(handles, labels, loc="upper right", fontsize=7.5, frameon=False, bbox_to_anchor=(1.0, 1 - 0.45 / height))
-        return _svg(fig, tight=False)
+        fig.legend(handles, labels, loc="upper right", fontsize=_TICK_PT, frameon=False,
+                   bbox_to_anchor=(1.0, 1 - 0.45 / height))
+        return fig, titles
 
 
 def _steps_asked(probe: dict, ran: int) -> int:
@@ -358,7 +492,7 @@ def grad_heatmap(probe: dict, flagged: dict | None = None):
         bar.ax.minorticks_off()
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_yticks(shown)
-        ax.set_yticklabels([labels[j] for j in shown], fontsize=7)
+        ax.set_yticklabels([labels[j] for j in shown], fontsize=_TICK_PT)
         for lab, j in zip(ax.get_yticklabels(), shown):
             if j in marks:
                 lab.set_color(SEVERITY_COLOR[marks[j]])
@@ -437,7 +571,14 @@ _MAX_MOVE_ROWS = 150
 
 def run_movement(run: dict, tensors: list, flagged: dict):
     """Relative update ||ΔW|| / ||W|| per weight matrix (log scale), from the starting point to the latest
-    checkpoint; tensors that never moved are drawn as red crosses at the left edge, heads on a shaded band."""
+    checkpoint. Tensors that never moved have no place on a log axis: they get crosses in a lane of their
+    own on the left ("did not move"), apart from every value tick; heads sit on a shaded band."""
+    drawn = run_movement_figure(run, tensors, flagged)
+    return None if drawn is None else _svg(drawn[0], titles=drawn[1])
+
+
+def run_movement_figure(run: dict, tensors: list, flagged: dict):
+    """``(Figure, tooltips by gid)`` of ``run_movement``, or None."""
     moved = {m["name"]: m for m in run.get("movement") or []}
     rows = [t for t in weight_rows(tensors) if t["name"] in moved]
     if not rows:
@@ -449,29 +590,48 @@ def run_movement(run: dict, tensors: list, flagged: dict):
         chosen = {t["name"] for t in keep + rest[::step]}
         rows = [t for t in rows if t["name"] in chosen]
     rel = [_float(moved[t["name"]].get("relative")) for t in rows]
-    positive = [r for r in rel if r]
-    floor = min(positive) / 10 if positive else 1e-6
+    still = [y for y, t in enumerate(rows) if moved[t["name"]]["changed_fraction"] == 0]
+    positive = [r for y, r in enumerate(rel) if r and r > 0 and y not in still]
+    lo, hi = (min(positive) / 1.6, min(max(positive) * 1.6, 1e300)) if positive else (1e-3, 1.0)
     n = len(rows)
+    titles = {}
     with matplotlib.rc_context(_RC):
-        fig = Figure(figsize=(6.2, max(2.4, 0.17 * n + 1.0)))
-        ax = fig.subplots()
-        _head_bands([ax], rows)
-        ys = list(range(n))
-        ok = [(y, r) for y, r in zip(ys, rel) if r]
-        _stems(ax, [floor] * len(ok), [y for y, _ in ok], [r for _, r in ok], "#1f4e79", 3.0)
-        still = [y for y, t in zip(ys, rows) if moved[t["name"]]["changed_fraction"] == 0]
+        longest = min(_MAX_LABEL, max(len(_short(t["name"])) for t in rows) + 2)
+        label_in = _label_width_in(longest)
+        height = max(2.4, (0.2 if n <= 40 else 0.17) * n + 1.2) if n <= _LABEL_ALL else min(16.0, 0.05 * n + 6.0)
+        width = label_in + 7.0   # as wide as the per-layer figure's panels: the same type size on the page
+        fig = Figure(figsize=(width, height))
+        lane, ax = fig.subplots(1, 2, sharey=True, gridspec_kw={"width_ratios": [0.1, 1], "wspace": 0.03})
+        fig.subplots_adjust(left=label_in / width, right=1 - 0.3 / width, top=1 - 0.75 / height, bottom=0.55 / height)
+        _head_bands([lane, ax], rows)
+        ys = [y for y, r in enumerate(rel) if r and r > 0 and y not in still]
+        _stems(ax, [lo] * len(ys), ys, [rel[y] for y in ys], "#1f4e79", 2.5)
+        for y in ys:
+            ax.plot([rel[y]], [y], "o", markersize=3, color="#1f4e79", zorder=3, gid=f"mv-{y}")
+            titles[f"mv-{y}"] = f"{rows[y]['name']}: ||ΔW|| / ||W|| = {rel[y]:.4g}"
+        for y in still:
+            lane.scatter([0.5], [y], marker="x", s=40, color=SEVERITY_COLOR["error"], zorder=4, gid=f"mv-still-{y}")
+            titles[f"mv-still-{y}"] = f"{rows[y]['name']}: did not move (max |ΔW| = 0)"
         if still:
-            ax.scatter([floor] * len(still), still, marker="x", s=40, color=SEVERITY_COLOR["error"], zorder=4,
-                       label="never moved (max |ΔW| = 0)", gid="run-unmoved")
+            lane.scatter([], [], marker="x", s=40, color=SEVERITY_COLOR["error"], label="never moved (max |ΔW| = 0)")
+        lane.set_xlim(0, 1)
+        lane.set_xticks([0.5], labels=["none"])
+        lane.set_xlabel("did not\nmove")
+        lane.grid(False, axis="x")
+        lane.tick_params(axis="y", length=0)
         ax.set_xscale("log")
-        ax.set_xlim(floor / 2, max(positive + [floor * 10]) * 2)
-        ax.set_ylim(n - 0.5, -0.5)
-        _yticks(ax, rows, flagged)
-        ax.set_xlabel("||ΔW|| / ||W|| over the run")
+        ax.set_xlim(lo, hi)
+        _log_ticks(ax, lo, hi)
+        ax.tick_params(axis="y", length=0)
+        ax.spines["left"].set_visible(False)
+        lane.set_ylim(n - 0.5, -0.5)
+        _yticks(lane, rows, flagged)
+        ax.set_xlabel("||ΔW|| / ||W|| over the run (log)")
         a, b = (run.get("reference") or {}).get("path"), (run.get("latest") or {}).get("path")
-        legend = still or any(t.get("origin") in ("head", "new") for t in rows)
-        ax.set_title(_label(f"How far each weight moved: {a} -> {b}"), pad=16 if legend else 6)
-        if legend:   # above the rows, under the title: inside the axes it hides a row's bar
-            ax.legend(fontsize=8, frameon=False, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2,
-                      borderaxespad=0.2)
-        return _svg(fig)
+        fig.suptitle(_label(f"How far each weight moved: {a} -> {b}"), x=label_in / width, ha="left",
+                     y=1 - 0.08 / height, va="top", fontsize=10, fontweight="bold")
+        handles, labels = lane.get_legend_handles_labels()
+        if handles:   # above the rows, under the title: inside the axes it hides a row's bar
+            fig.legend(handles, labels, fontsize=_TICK_PT, frameon=False, loc="upper left", ncol=2,
+                       bbox_to_anchor=(label_in / width, 1 - 0.3 / height), borderaxespad=0)
+        return fig, titles

@@ -67,21 +67,30 @@ def probe_skipped(ctx):
         yield ctx.finding(None, f"probe skipped: {p.get('reason')}")
 
 
-@rule("IC301", "initial-loss-off", "warning", options=("warn_ratio", "error_ratio"), scope="model")
+@rule("IC301", "initial-loss-off", "warning", options=("warn_ratio", "error_ratio", "max_logit_std"), scope="model")
 def initial_loss_off(ctx):
     """The loss at step 0 is far above what an uninformed head gives.
 
     ## What it does
-    Compares the first probe loss with ln(C) for a C-way classification head (ln(2) per label
-    for multi-label heads, ln(seq_len) for span heads, ln(V) for a new LM head) and reports the
-    factor. A warning above `warn_ratio`, an error above `error_ratio`. LM heads loaded from the
-    checkpoint are not judged (a pretrained LM is not uninformed on random tokens).
+    Compares the probe's loss at step 0 with what a freshly initialised head scores: ln(C) for a
+    C-way classification head (ln(2) per label for multi-label heads, ln(seq_len) for span heads,
+    ln(V) for a new LM head), plus s^2/2 for a softmax head whose step-0 logits have std s across
+    classes (s counted up to `max_logit_std`). For a softmax head the loss judged is averaged over
+    every label (logsumexp minus the mean logit), so the synthetic batch's random labels do not
+    move it; other heads are judged by the batch loss. A warning at `warn_ratio` times that
+    expectation; an error at `error_ratio` times it, or at `error_ratio` times ln(C) itself, which
+    no fresh head reaches (std 0.02 on features 4096 wide, logits of std 1.3: 1.5x ln 2). LM
+    heads loaded from the checkpoint are not judged (a pretrained LM is not uninformed on random
+    tokens).
 
     ## Why is this bad?
     A freshly initialised head should be unsure: its logits are near zero and the loss is
-    ln(C). A loss far above ln(C) means the head is confidently wrong before training starts,
-    usually because it was initialised far too large; its first gradients are huge and wreck
-    the pretrained features before the head settles.
+    ln(C). Near zero is not zero: transformers' normal(0, 0.02) head on ViT-base's LayerNorm'd
+    features (norm sqrt(768) = 27.7) gives logits of std 0.55, whose softmax cross-entropy
+    averages ln(C) + s^2/2 (the second-order term): 2.45 for 10 classes, and 2.1 to 2.9 on one
+    batch of two images, depending on which labels were drawn. A loss far above that means the
+    head is confidently wrong before training starts, usually because it was initialised far too
+    large; its first gradients are huge and wreck the pretrained features before the head settles.
 
     ## Example
     A 3-class head scaled x50: loss 9.2 at step 0 where ln(3) = 1.10 (8.4x).
@@ -92,22 +101,33 @@ def initial_loss_off(ctx):
 
     ## Options
     - `warn_ratio`: loss / expected at or above which it warns.
-    - `error_ratio`: loss / expected at or above which it is an error.
+    - `error_ratio`: loss / expected, or loss / ln(C), at or above which it is an error.
+    - `max_logit_std`: the largest logit std that still counts as an uninformed head's; a head
+      spread wider is judged against this one's loss, so it cannot widen its own band.
     """
     p = _ran(ctx)
     if not p or not p["loss"] or p.get("expected_initial_loss") is None:
         return
-    loss, want = _f(p["loss"][0]), _f(p["expected_initial_loss"])
-    if not math.isfinite(loss) or want <= 0:
+    loss, chance = _f(p["loss"][0]), _f(p["expected_initial_loss"])
+    if not math.isfinite(loss) or chance <= 0:
         return
-    ratio = loss / want
-    if ratio < ctx.opt("warn_ratio"):
+    std, every = _f(p.get("initial_logit_std")), _f(p.get("initial_any_label_loss"))
+    softmax = std is not None and every is not None and math.isfinite(std) and math.isfinite(every)
+    s = min(std, ctx.opt("max_logit_std")) if softmax else 0.0
+    judged, want = (every if softmax else loss), chance + s * s / 2
+    ratio = judged / want
+    # the band's allowance never softens an error: error_ratio x ln(C) is beyond any fresh head
+    worst = max(ratio, judged / chance)
+    if ratio < ctx.opt("warn_ratio") and worst < ctx.opt("error_ratio"):
         return
-    sev = "error" if ratio >= ctx.opt("error_ratio") else ctx.severity
+    sev = "error" if worst >= ctx.opt("error_ratio") else ctx.severity
     head = (p.get("head_modules") or [None])[0]
-    yield ctx.finding(head, f"loss at init {loss:.3f} vs expected {want:.3f} (ln {p['num_classes']}), "
-                            f"{ratio:.1f}x: the head is over-confident before training starts",
-                      value=loss, expected=want, severity=sev)
+    what = f"loss at init {loss:.3f}" + (f" ({every:.3f} averaged over every label)" if softmax else "")
+    band = f"ln {p['num_classes']}" + (f" + {s:.2f}^2/2 for logits of std {std:.2f}" if softmax else "")
+    band += f", counted up to {s:.2f}" if softmax and std > s else ""
+    times = f"{ratio:.1f}x" + (f", {judged / chance:.1f}x ln {p['num_classes']}" if softmax else "")
+    yield ctx.finding(head, f"{what} vs expected {want:.3f} ({band}), {times}: the head is over-confident "
+                            "before training starts", value=judged, expected=want, severity=sev)
 
 
 @rule("IC302", "non-finite-training", "error", scope="model")
@@ -142,15 +162,17 @@ def non_finite_training(ctx):
                       value=str(loss), expected="finite")
 
 
-@rule("IC303", "loss-spike", "warning", options=("window", "warmup", "atol", "warn_factor", "error_factor"),
-      scope="model")
+@rule("IC303", "loss-spike", "warning",
+      options=("window", "warmup", "atol", "warn_factor", "error_factor", "early_factor"), scope="model")
 def loss_spike(ctx):
     """The loss on the fixed probe batch jumps above its running median.
 
     ## What it does
     For each step after `warmup`, compares the loss with the median of the previous `window`
     steps (Lightning's spike detector). A step at least `warn_factor` times the median (and
-    `atol` nats above it) is a warning; at least `error_factor` times, an error.
+    `atol` nats above it) is a warning; at least `error_factor` times, an error. The first
+    steps are judged too, against the median of the steps before them (step 1 against step 0),
+    but count only at `early_factor` times or more: a baseline of one or two points is noisy.
 
     ## Why is this bad?
     On one fixed batch the loss should fall steadily. A jump this early means the learning
@@ -165,16 +187,19 @@ def loss_spike(ctx):
 
     ## Options
     - `window`: how many previous steps the running median covers.
-    - `warmup`: steps before the first judgement.
+    - `warmup`: steps before the running median is trusted.
     - `atol`: minimum jump over the median, in nats.
     - `warn_factor`: loss / median at or above which it warns.
     - `error_factor`: loss / median at or above which it is an error.
+    - `early_factor`: loss / median of the steps before it at or above which a step inside
+      `warmup` counts.
     """
     p = _ran(ctx)
     if not p:
         return
     losses = [_f(x) for x in p["loss"]]
-    hits = [h for h in spike_ratios(losses, ctx.opt("window"), ctx.opt("warmup"), ctx.opt("atol"))
+    hits = [h for h in spike_ratios(losses, ctx.opt("window"), ctx.opt("warmup"), ctx.opt("atol"),
+                                    ctx.opt("early_factor"))
             if h[3] >= ctx.opt("warn_factor")]
     if not hits:
         return
@@ -265,6 +290,12 @@ def gradient_depth_ratio(ctx):
     step and reports the mean ratio first/last when it is below `vanishing_ratio` or above
     `exploding_ratio`.
 
+    In a model with layer scales (ConvNeXt, DINOv2, BEiT, CaiT) each residual branch is
+    multiplied by a learned scale, 1e-6 to 1e-5 at init, and so is every gradient inside it:
+    small by design, and unequal between a first stage made of branches only and later stages
+    with their downsampling layers. The probe divides each branch's gradient by its block's
+    scale, and the ratio is taken on those.
+
     ## Why is this bad?
     Blocks of one stack have the same shape; in a healthy network their gradients are within
     an order of magnitude or two. A first block with 1000x less gradient barely trains
@@ -291,7 +322,8 @@ def gradient_depth_ratio(ctx):
         return
     (i0, c0), (i1, c1) = pair
     ratios = []
-    for row in gn["values"]:
+    scaled = bool(gn.get("unscaled"))
+    for row in gn["unscaled"] if scaled else gn["values"]:
         first, last = _f(row[c0]), _f(row[c1])
         if math.isfinite(first) and math.isfinite(last) and last > 0 and first > 0:
             ratios.append(first / last)
@@ -299,12 +331,13 @@ def gradient_depth_ratio(ctx):
         return
     r = statistics.fmean(ratios)
     first, last = gn["layers"][c0], gn["layers"][c1]
+    how = ", layer scales taken out" if scaled else ""
     if r < ctx.opt("vanishing_ratio"):
         yield ctx.finding(first, f"vanishing gradients: {first} / {last} gradient norm {r:.3g} "
-                                 f"(below {ctx.opt('vanishing_ratio')})", value=r, expected=ctx.opt("vanishing_ratio"))
+                                 f"(below {ctx.opt('vanishing_ratio')}{how})", value=r, expected=ctx.opt("vanishing_ratio"))
     elif r > ctx.opt("exploding_ratio"):
         yield ctx.finding(first, f"exploding gradients: {first} / {last} gradient norm {r:.3g} "
-                                 f"(above {ctx.opt('exploding_ratio')})", value=r, expected=ctx.opt("exploding_ratio"))
+                                 f"(above {ctx.opt('exploding_ratio')}{how})", value=r, expected=ctx.opt("exploding_ratio"))
 
 
 @rule("IC306", "head-activations", "warning",

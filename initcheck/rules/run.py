@@ -310,8 +310,8 @@ def run_initial_loss(ctx):
                           severity="error" if ratio >= ctx.opt("error_ratio") else ctx.severity)
 
 
-@rule("IC611", "run-loss-spike", "warning", options=("window", "warmup", "atol", "warn_factor", "error_factor"),
-      scope="model")
+@rule("IC611", "run-loss-spike", "warning",
+      options=("window", "warmup", "atol", "warn_factor", "error_factor", "early_factor"), scope="model")
 def run_loss_spike(ctx):
     """The logged training loss jumps above its running median.
 
@@ -319,7 +319,8 @@ def run_loss_spike(ctx):
     The probe's spike detector (Lightning's: each logged loss against the median of the
     `window` logged losses before it, after `warmup`) run over the training log; steps at
     least `warn_factor` times the median and `atol` above it are listed, an error at
-    `error_factor`.
+    `error_factor`. The first logged steps are judged too, against the median of the ones
+    before them (the second against the first), and count from `early_factor` times.
 
     ## Why is this bad?
     Spikes early in a fine-tune mean the learning rate is too high for this model (or
@@ -334,16 +335,19 @@ def run_loss_spike(ctx):
 
     ## Options
     - `window`: how many earlier logged losses the running median covers.
-    - `warmup`: logged steps before the first judgement.
+    - `warmup`: logged steps before the running median is trusted.
     - `atol`: minimum jump over the median, in nats.
     - `warn_factor`: loss / median at or above which it warns.
     - `error_factor`: loss / median at or above which it is an error.
+    - `early_factor`: loss / median of the logged steps before it at or above which a step
+      inside `warmup` counts (a jump from 50 to 236 at the second logged step: 4.7x).
     """
     run = _run(ctx)
     if not run:
         return
     steps, losses = _losses(run)
-    hits = [h for h in spike_ratios(losses, ctx.opt("window"), ctx.opt("warmup"), ctx.opt("atol"))
+    hits = [h for h in spike_ratios(losses, ctx.opt("window"), ctx.opt("warmup"), ctx.opt("atol"),
+                                    ctx.opt("early_factor"))
             if h[3] >= ctx.opt("warn_factor")]
     if not hits:
         return

@@ -166,7 +166,10 @@ def layer_scale_outlier(ctx):
     its members (median absolute deviation of the logs, which one outlier cannot sway).
     Siblings of one shape (BERT, GPT, Llama) compare plain stds either way. Norm gains compare
     the root mean square of their effective gain (`1 + w` for norms that compute `x * (1 + w)`).
-    Needs at least `min_siblings` tensors in a group. Not compared: weights still at PyTorch's
+    Needs at least `min_siblings` tensors in a group. The first block's norm gains below their
+    siblings are judged at `error_ratio` only: they normalise the embedding output, whose scale
+    is not the residual stream's, and trained models keep them small (SmolLM2-135M's layer 0
+    input norm sits 8x below its siblings). Not compared: weights still at PyTorch's
     default init (a block the forward pass never reaches sits there beside siblings that trained
     far: IC111 reports it as untrained), weight norm's `weight_v` and fixed `arange`/identity
     projections, which have no scale of their own.
@@ -208,10 +211,19 @@ def layer_scale_outlier(ctx):
             factor = _ratio_outside(v, median, median)
             if factor < ctx.opt("warn_ratio") or rec.stats.default_init:   # never trained, not corrupt: IC111's
                 continue
+            if _first_norm_below(rec, role, v, median, members) and factor < ctx.opt("error_ratio"):
+                continue
             severity = ctx.severity if factor >= ctx.opt("error_ratio") else "warning"
             yield ctx.finding(rec.name, f"{what} {v:.4g} vs median {median:.4g} of the same layer in {len(members)} blocks: "
                                         f"{factor:.1f}x {'above' if v > median else 'below'}",
                               value=v, expected=median, severity=severity)
+
+
+def _first_norm_below(rec, role, v, median, members) -> bool:
+    """A first block's norm gain below its siblings: it normalises the embedding output, not the residual
+    stream, and trained models keep it small (SmolLM2-135M's layer 0 input norm: 8x below the rest)."""
+    layers = [m.layer for m in members if m.layer is not None]
+    return role == T.NORM_GAIN and v < median and rec.layer is not None and rec.layer == min(layers)
 
 
 def _sibling_scale(role, members):

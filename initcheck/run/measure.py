@@ -100,7 +100,8 @@ def measure_run(run, latest_scan, settings, pack, phase=lambda name: None, adapt
     knobs = pack.rules.get("IC611", {})
     if knobs and out["log"]["train"]["loss"]:
         losses = [x if x is not None else math.nan for x in out["log"]["train"]["loss"]]
-        hits = spike_steps(losses, knobs["window"], knobs["warmup"], knobs["atol"], knobs["warn_factor"])
+        hits = spike_steps(losses, knobs["window"], knobs["warmup"], knobs["atol"], knobs["warn_factor"],
+                           knobs["early_factor"])
         out["spikes"] = [out["log"]["train"]["step"][i] for i in hits]
     else:
         out["spikes"] = []

@@ -19,7 +19,7 @@ User labels (``--head``, ``--base``, adapter folders) are applied after and win.
 """
 
 from . import record as T
-from .init_conventions import expected_std
+from .init_conventions import expected_std, pretrained_band
 from ..timmfolder import classifier_prefixes
 from .topology import head_chains
 from . import backbone as _bb
@@ -58,6 +58,23 @@ def reference_std(rec, config) -> tuple:
     # backbone's initializer_range; --base's config.json stands in for a folder without one
     strict = bool(rec.extra.get("init_by_model")) or (rec.origin == T.HEAD and not rec.extra.get("custom_head"))
     return expected_std(rec, rec.extra.get("init_config") or config, strict)
+
+
+def judged_band(rec, config):
+    """``(low, high, label)``: the init band a rule judged weight ``rec`` by, the band the report
+    draws; or None where no rule held it to an init band (drawing one would suggest a verdict
+    that was never made).
+
+    New layers and heads: IC105's band (``reference_std``). Pretrained weights: IC110's init band
+    where the model's config declares its init (``pretrained_band``); without one (a plain state
+    dict) they are judged against their peers' median. Adapters (IC20x) and resized rows (IC206)
+    are judged by rules of their own.
+    """
+    if rec.origin in (T.NEW, T.HEAD):
+        return reference_std(rec, config)
+    if rec.origin == T.PRETRAINED:
+        return pretrained_band(rec, config)
+    return None
 
 
 # transformers' PretrainedConfig default: the std most task heads get from _init_weights

@@ -3,8 +3,11 @@
 - transformers models: normal(0, std) for Linear and Embedding weights, where the std is read
   from the config of the tensor's own sub-model (``vision_config``, ``text_config``, ...) under
   one of its names: ``initializer_range`` (times CLIP's ``initializer_factor``), ``init_std``
-  (Whisper, BART, Marian), or T5's ``initializer_factor`` (factor·d_model^-0.5 for heads,
-  factor·1.0 for embeddings, the LM head and the token classifier).
+  (Whisper, BART, Marian), or T5's ``initializer_factor`` (T5PreTrainedModel._init_weights:
+  factor·fan_in^-0.5 for every Linear but attention's ``q``, factor·(d_model·d_kv)^-0.5, which
+  folds in the 1/sqrt(d_kv) that T5 leaves out of its attention scores; factor·d_model^-0.5 for
+  ``relative_attention_bias`` and heads; factor·1.0 for embeddings, the LM head and the token
+  classifier).
 - otherwise, the band spanned by the common fan-based inits:
   PyTorch's default Linear init U(±1/sqrt(fan_in)) has std 1/sqrt(3·fan_in);
   Xavier/Glorot (tanh, sigmoid) has var 2/(fan_in+fan_out);
@@ -27,6 +30,7 @@ class InitStd:
     model_type: str | None     # model_type of the sub-model (e.g. "gemma3_text")
     t5_factor: float | None = None   # T5 semantics: heads factor·d_model^-0.5, embeddings factor·1.0
     d_model: int | None = None
+    d_kv: int | None = None          # T5's per-head width: its q is initialised at factor·(d_model·d_kv)^-0.5
 
 
 def _pos(v) -> bool:
@@ -45,8 +49,9 @@ def _declared(cfg: dict, where: str):
         return dict(std=float(cfg["init_std"]), label=f"{prefix}init_std={cfg['init_std']:g}")
     d_model = cfg.get("d_model")
     if _pos(factor) and _pos(d_model):     # T5 family: the std depends on the layer
+        d_kv = cfg.get("d_kv")
         return dict(std=None, label=f"{prefix}initializer_factor={factor:g}", t5_factor=float(factor),
-                    d_model=int(d_model))
+                    d_model=int(d_model), d_kv=int(d_kv) if _pos(d_kv) else None)
     return None
 
 
@@ -85,6 +90,8 @@ def expected_std(rec, config: dict | None, strict: bool):
     if decl.t5_factor is not None:
         f = decl.t5_factor
         head = f * decl.d_model ** -0.5
+        if rec.module.endswith("relative_attention_bias"):   # T5Attention's bucket table, not a token embedding
+            return head, head, f"normal(0, {label}·d_model^-0.5={head:.3g})"
         if rec.role == T.EMBEDDING:
             return f, f, f"normal(0, {label}·1.0)"
         if strict and "classification_head." in rec.name:  # T5ClassificationHead: both layers at factor·d_model^-0.5
@@ -106,6 +113,23 @@ def expected_std(rec, config: dict | None, strict: bool):
     if ir is not None:
         conventions[label] = float(ir)
     elif decl.t5_factor is not None:
-        conventions[f"{label}·fan_in^-0.5"] = decl.t5_factor / math.sqrt(fi)
+        if rec.module.endswith(".q") and decl.d_kv:
+            conventions[f"{label}·(d_model·d_kv)^-0.5"] = decl.t5_factor / math.sqrt(decl.d_model * decl.d_kv)
+        else:
+            conventions[f"{label}·fan_in^-0.5"] = decl.t5_factor / math.sqrt(fi)
     lo, hi = min(conventions.values()), max(conventions.values())
     return lo, hi, f"{lo:.3g}..{hi:.3g} (" + ", ".join(conventions) + f"; fan_in={fi}, fan_out={fo})"
+
+
+def pretrained_band(rec, config: dict | None):
+    """``(low, high, label)``: the init band IC110 holds a pretrained weight to (it flags a weight
+    only outside this band and far from its peers' median), or None where no config declares the
+    model's init: the fan-based inits are then only a guess at it, and what decides is the weight's
+    distance from its peers' median. LSTM/GRU gates keep PyTorch's own init, which needs no config."""
+    decl = init_std(rec.name, config)
+    if rec.role != T.RNN and decl.std is None and decl.t5_factor is None:
+        return None
+    lo, hi, label = expected_std(rec, config, strict=False)
+    if rec.role == T.EMBEDDING and decl.std is not None and hi < 1.0:   # IC110's own widening (rules/scale.py):
+        hi, label = 1.0, f"{label}, or nn.Embedding's default normal(0, 1)"   # a table left at N(0, 1)
+    return lo, hi, label
