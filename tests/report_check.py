@@ -15,6 +15,7 @@ parts of the same report make about one thing, and says where they disagree:
 """
 
 import math
+import re
 
 from initcheck.probe.trace import batch_dims
 from initcheck.report import _view
@@ -26,7 +27,34 @@ def violations(d: dict) -> list:
     """Every disagreement between the parts of report dict ``d``, one line each; [] when none."""
     table = {t["name"]: t for t in d.get("tensors") or []}
     return (_counts(d, table) + _finding_names(d, table) + _probe_names(d, table) + _bands(d, table)
-            + _batch(d.get("probe")) + _gradients(d.get("probe")))
+            + _batch(d.get("probe")) + _gradients(d.get("probe")) + _initial_loss(d) + _vocab(d))
+
+
+def _initial_loss(d) -> list:
+    """IC301's expected loss is the one the report states and draws: ln C plus the probe's allowance."""
+    p = d.get("probe") or {}
+    if p.get("expected_initial_loss") is None:
+        return []
+    drawn = p["expected_initial_loss"] + (p.get("expected_initial_loss_allowance") or 0.0)
+    return [f"IC301 expected {f['expected']} but the report states and draws {drawn}"
+            for f in d.get("findings") or () if f["rule"] == "IC301" and not _close(f["expected"], drawn)]
+
+
+def _vocab(d) -> list:
+    """The tokenizer panel's numbers agree with the findings: IC701 names the ids and rows ``vocab`` holds;
+    every token IC702 names is untrained and used in ``vocab.tokens``."""
+    v = d.get("vocab") or {}
+    out, tokens = [], {t["token"]: t for t in v.get("tokens") or ()}
+    rows = {m["name"]: m["rows"] for m in v.get("matrices") or ()}
+    for f in d.get("findings") or ():
+        if f["rule"] == "IC701" and (f["value"] != v.get("ids") or f["expected"] != rows.get(f["param"])):
+            out.append(f"IC701 says {f['value']} ids / {f['expected']} rows; vocab has {v.get('ids')} / {rows.get(f['param'])}")
+        if f["rule"] == "IC702":
+            for name in re.findall(r"'((?:[^'\\]|\\.)*)' \(id \d+", f["message"]):
+                t = tokens.get(name)
+                if t is None or not (t["untrained"] and t["used"]):
+                    out.append(f"IC702 names {name!r}, which vocab.tokens does not hold as untrained and used")
+    return out
 
 
 def _numel(shape) -> int:

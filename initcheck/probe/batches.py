@@ -4,7 +4,6 @@ Synthetic batches are deterministic for a seed (a local ``torch.Generator``; the
 never touched) and avoid special token ids, so a [PAD] or [MASK] never lands in the text.
 """
 
-import json
 import math
 from pathlib import Path
 
@@ -181,22 +180,9 @@ def load_tokenizer(folder, trust_remote_code=False, why=None):
 def read_rows(path: Path, n: int, fits, need: str) -> list:
     """The first ``n`` rows of a JSONL file as ``(line number, dict)``; ``fits(row)`` says whether a
     row has what the task needs, ``need`` says it in the error ("a \"text\" string")."""
-    if not path.is_file():
-        raise InputError(path, "no such --data file")
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(path, f"line {lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict) or not fits(row):
-                raise InputError(path, f"line {lineno}: each line needs {need}")
-            rows.append((lineno, row))
-            if len(rows) == n:
-                break
+    from ..vocab.data import read_jsonl
+
+    rows = read_jsonl(Path(path), n, fits, need)
     if not rows:
         raise InputError(path, "no rows")
     return rows

@@ -484,6 +484,17 @@ def _fill(tr, model, rec, losses, watch, pack, names):
         "initial_logit_std": None if _sigmoid_head(model) else rec.logit_std,
         "initial_any_label_loss": None if _sigmoid_head(model) else rec.any_label_loss,
     })
+    tr["expected_initial_loss_allowance"] = _allowance(tr, pack.rules["IC301"]["max_logit_std"])
+
+
+def _allowance(tr, max_std: float):
+    """s^2/2 for a softmax head's logits of std s (counted up to ``max_std``): what an uninformed head's
+    loss sits above ln C by (ViT-base's 0.02-std head on LayerNorm'd features: s = 0.55, +0.15). IC301
+    judges, and the report draws, ln C plus this."""
+    s = tr.get("initial_logit_std")
+    if tr.get("expected_initial_loss") is None or not isinstance(s, (int, float)) or not math.isfinite(s):
+        return None
+    return min(s, max_std) ** 2 / 2
 
 
 def _names(params, names: dict) -> list:

@@ -403,6 +403,9 @@ def loss_curve(probe: dict):
                       f"{first}, and the probe stopped there." if bad else
                       f"No loss curve: only one step ran (loss {finite[0]:.4g}); a curve needs two or more.")
     expected = _float(probe.get("expected_initial_loss"))
+    allowance = _float(probe.get("expected_initial_loss_allowance"))   # IC301's band: ln C + s^2/2 for logits of std s
+    if expected is not None and allowance:
+        expected += allowance
     with matplotlib.rc_context(_RC):
         fig = Figure(figsize=(6.2, 3.2))
         ax = fig.subplots()
@@ -419,7 +422,10 @@ def loss_curve(probe: dict):
                        label="non-finite loss" if s == bad[0] else None)
         if expected is not None:
             c = probe.get("num_classes")
-            what = f"ln {c} = {expected:.4g}" if isinstance(c, int) and c > 1 else f"{expected:.4g}"
+            if allowance:
+                what = f"ln {c} + s²/2 = {expected:.4g}"
+            else:
+                what = f"ln {c} = {expected:.4g}" if isinstance(c, int) and c > 1 else f"{expected:.4g}"
             ax.axhline(expected, color="#e08a00", linestyle="--", linewidth=1.2, label=f"expected initial loss {what}")
         ax.set_xlim(-0.5, max(asked - 1, 1) + 0.5)   # the steps asked for: a run that stopped early shows it
         ax.set_xlabel(f"step ({len(ys)} of {asked} ran)" if len(ys) < asked else "step")

@@ -112,9 +112,10 @@ def initial_loss_off(ctx):
     if not math.isfinite(loss) or chance <= 0:
         return
     std, every = _f(p.get("initial_logit_std")), _f(p.get("initial_any_label_loss"))
-    softmax = std is not None and every is not None and math.isfinite(std) and math.isfinite(every)
-    s = min(std, ctx.opt("max_logit_std")) if softmax else 0.0
-    judged, want = (every if softmax else loss), chance + s * s / 2
+    allowance = _f(p.get("expected_initial_loss_allowance"))   # min(std, max_logit_std)^2 / 2, from the probe
+    softmax = allowance is not None and every is not None and math.isfinite(every)
+    s = math.sqrt(2 * allowance) if softmax else 0.0
+    judged, want = (every if softmax else loss), chance + (allowance if softmax else 0.0)
     ratio = judged / want
     # the band's allowance never softens an error: error_ratio x ln(C) is beyond any fresh head
     worst = max(ratio, judged / chance)

@@ -41,12 +41,13 @@ def vocab_matrix(rec, config: dict | None) -> bool:
         return not any(s in module for s in _NOT_VOCAB)
     if rec.role != T.LINEAR or rec.transposed:
         return False
-    vocab = _vocab_size(rec.name, config)
+    vocab = vocab_size(rec.name, config)
     leaf = module.rsplit(".", 1)[-1]
     return (vocab is not None and rec.rows == vocab) or (leaf in _LM_HEADS and rec.rows > 4 * rec.fan_in)
 
 
-def _vocab_size(name, config):
+def vocab_size(name, config):
+    """The ``vocab_size`` of the tensor's own sub-config (a VLM's text model), else the top config's, or None."""
     _, cfg = T.sub_config(name, config)
     for c in (cfg, config or {}):
         v = c.get("vocab_size") if isinstance(c, dict) else None

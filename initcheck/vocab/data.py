@@ -15,9 +15,10 @@ from pathlib import Path
 from ..errors import InputError
 
 
-def read_jsonl(path: Path, n: int) -> list:
-    """The first ``n`` JSON-object rows of ``path`` as ``(line number, row)``; other lines are skipped here
-    (the probe says what each task needs)."""
+def read_jsonl(path: Path, n: int, fits=None, need: str = "") -> list:
+    """The first ``n`` JSON-object rows of ``path`` as ``(line number, row)``. Without ``fits`` other lines
+    are skipped (the probe says what each task needs); with it, a line that is not an object ``fits(row)``
+    accepts is an InputError saying the line needs ``need`` (the probe's batch reader)."""
     if not path.is_file():
         raise InputError(path, "no such --data file")
     rows = []
@@ -30,6 +31,8 @@ def read_jsonl(path: Path, n: int) -> list:
                     row = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise InputError(path, f"line {lineno}: not valid JSON ({e.msg})") from None
+                if fits is not None and not (isinstance(row, dict) and fits(row)):
+                    raise InputError(path, f"line {lineno}: each line needs {need}")
                 if isinstance(row, dict):
                     rows.append((lineno, row))
                 if len(rows) == n:

@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import tensors as T
 from ..dtypes import is_float, to_float32
-from ..tensors.addedrows import row_profile, trailing_block, vocab_matrix
+from ..tensors.addedrows import row_profile, trailing_block, vocab_matrix, vocab_size
 
 
 @dataclass
@@ -125,7 +125,7 @@ def vocab_matrices(scan, block_options: dict, extra_rows: int = 0) -> list:
         # embeddings, and the untied LM heads origins marks for their row profile (cheap tests first)
         if not (rec.role == T.EMBEDDING or rec.extra.get("row_profile")) or not vocab_matrix(rec, scan.config):
             continue
-        vocab = _vocab_size(rec.name, scan.config)
+        vocab = vocab_size(rec.name, scan.config)
         if vocab is None or not 0 <= rec.rows - vocab <= extra_rows:
             continue
         m = Matrix(rec.name, rec.rows, None, None, block_options=block_options)
@@ -148,11 +148,3 @@ def _column_mean(raw, dtype: str, chunk_rows: int = 4096) -> np.ndarray:
         acc += np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0).sum(axis=0, dtype=np.float64)
     return acc / max(rows.shape[0], 1)
 
-
-def _vocab_size(name, config):
-    _, cfg = T.sub_config(name, config)
-    for c in (cfg, config or {}):
-        v = c.get("vocab_size") if isinstance(c, dict) else None
-        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
-            return v
-    return None
