@@ -96,7 +96,8 @@ def _shrink(d: dict, depth: int = 0, keep=(), widths=None) -> dict:
         elif isinstance(v, list) and layers and layers > 4 and len(v) == layers and (
                 k in PER_LAYER or all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in v)):
             out[k] = v[:4]  # a per-layer list (layer_types, mlp_layer_types, per-layer sizes)
-        elif isinstance(v, dict) and layers and layers > 4 and v and all(str(x).isdigit() for x in v):
+        elif (isinstance(v, dict) and layers and layers > 4 and v and all(str(x).isdigit() for x in v)
+              and k != "id2label"):   # labels are keyed by index too: cutting them leaves label2id orphaned (IC705)
             out[k] = {x: y for x, y in v.items() if int(x) < 4}  # per-layer overrides keyed by index
         else:
             out[k] = v
