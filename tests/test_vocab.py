@@ -591,3 +591,20 @@ def test_hand_written_tokenizer_json_is_read_whole(cli, tmp_path, order):
     save_llama(folder, 320, [])
     found = ic7(run(cli, folder), "IC701")
     assert [f["value"] for f in found] == [331, 331] and all("'late' (330)" in f["message"] for f in found)
+
+
+def test_a_bug_in_the_tokenizer_checks_is_ic707_and_the_report_still_arrives(cli, llama3, monkeypatch):
+    """Fault injection: the vocabulary judging raising must not cost the weights' findings."""
+    import initcheck.vocab as vocab
+
+    def broken(*a, **k):
+        raise RuntimeError("planted")
+    monkeypatch.setattr(vocab, "vocab_matrices", broken)
+    folder, _ = llama3()
+    r = cli(folder, "--format", "json", "--no-probe")
+    assert r.exit_code == 0, r.output   # nothing else is wrong with these weights
+    report = json.loads(r.stdout)
+    [f] = [f for f in report["findings"] if f["rule"] == "IC707"]
+    assert "the tokenizer checks failed (RuntimeError: planted)" in f["message"] and f["severity"] == "info"
+    assert report["vocab"]["reason"] == "the tokenizer checks failed"
+    assert len(report["tensors"]) == 30
