@@ -151,6 +151,8 @@ def _tensor_row(r, config=None) -> dict:
            "file": r.file, "block": r.block, "layer": r.layer}
     if r.origin_detail:
         row["origin_detail"] = r.origin_detail
+    if r.extra.get("tied_to"):   # the same tensor saved under another name first: counted there
+        row["tied_to"] = r.extra["tied_to"]
     if st is not None and st.numel and st.finite:
         row.update({"mean": _num(st.mean), "std": _num(st.std), "absmax": _num(st.absmax),
                     "zero_fraction": _num(st.zeros / st.numel), "nonfinite": st.nonfinite,

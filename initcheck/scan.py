@@ -29,7 +29,7 @@ class Scan:
 
     @property
     def parameters(self) -> int:
-        return sum(r.numel for r in self.records if r.role != T.BUFFER)
+        return sum(r.numel for r in self.records if r.role != T.BUFFER and not r.extra.get("tied_to"))
 
     def dtypes(self) -> dict:
         out = {}
@@ -48,6 +48,9 @@ def records_for(ckpt, options: dict | None = None) -> list:
     """Records for a checkpoint's tensors, roles refined from structure; with the pack's ``[scan]``
     options, 1+w norm gains are marked."""
     records = [T.make_record(e.name, e.shape, e.dtype, e.file) for e in ckpt.entries]
+    for rec, e in zip(records, ckpt.entries):
+        if getattr(e, "tied_to", None):
+            rec.extra["tied_to"] = e.tied_to
     T.structural_roles(records)
     if options is not None:
         T.mark_offset_norms(records, ckpt.config, options.get("one_plus_w_model_types", ()))

@@ -69,7 +69,7 @@ def _counts(d, table) -> list:
         out.append(f"target.tensors {t.get('tensors')} but the tensor table has {len(d.get('tensors') or [])} rows")
     if len(table) != len(rows):
         out.append(f"the tensor table has {len(rows)} rows but {len(table)} names: a name stands for two tensors")
-    params = sum(_numel(r["shape"]) for r in rows if r.get("role") != "buffer")
+    params = sum(_numel(r["shape"]) for r in rows if r.get("role") != "buffer" and not r.get("tied_to"))
     if t.get("parameters") != params:
         out.append(f"target.parameters {t.get('parameters')} but the tensor table's parameters add up to {params}")
     findings = d.get("findings") or []

@@ -244,3 +244,22 @@ def test_checker_catches_a_batch_described_as_tokens(clean):
     def rows(d):
         d["probe"]["batch_size"] = 16
     assert broken(clean, rows) == ["probe.batch_size 16 but the batch built has 8 rows"]
+
+
+def test_a_pickle_saving_one_tied_tensor_under_several_names_counts_it_once(tmp_path):
+    """``torch.save(model.state_dict())`` of a T5 stores its shared embedding under shared,
+    encoder.embed_tokens, decoder.embed_tokens and lm_head: one storage, four names. The header counts
+    it once, the table marks the others, and the two agree (the checker holds them to it)."""
+    torch.manual_seed(0)
+    model = T.T5ForConditionalGeneration(t5_config())
+    folder = tmp_path / "t5bin"
+    folder.mkdir()
+    model.config.save_pretrained(folder)
+    torch.save(model.state_dict(), folder / "pytorch_model.bin")
+    unique = sum(p.numel() for p in model.parameters())   # parameters() yields a tied one once
+    d = initcheck.check(folder, probe=False).to_dict()
+    names = {t["name"]: t for t in d["tensors"]}
+    tied = sorted(n for n, t in names.items() if t.get("tied_to"))
+    assert d["target"]["parameters"] == unique
+    assert len(tied) == 3 and all(names[n]["tied_to"] not in tied for n in tied)
+    assert violations(d) == []

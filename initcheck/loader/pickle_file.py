@@ -25,11 +25,12 @@ one that imports only allowlisted or inert globals is an input error, as for any
 """
 
 import os
+from dataclasses import replace
 
 from ..dtypes import torch_to_numpy
 from ..errors import InputError
 from .limits import Limits
-from .pickle_reader import NeedsTorch, read_tensors, unwrap, view, walk_tensors
+from .pickle_reader import NeedsTorch, TensorRef, read_tensors, unwrap, view, walk_tensors
 from .pickle_scan import ZIP_MAGIC, is_allowed, parse_file
 from .safetensors_file import Entry, check_name
 
@@ -124,7 +125,11 @@ class PickleFile:
         else:
             self._read()
         tensors = self._tensors or self._torch
-        self.entries = [Entry(name=name, dtype=_dtype(t), shape=tuple(t.shape), file=relpath) for name, t in tensors.items()]
+        first = {}   # one view of one storage, saved under several names (tied weights): counted once
+        self.entries = [Entry(name=name, dtype=_dtype(t), shape=tuple(t.shape), file=relpath,
+                              tied_to=first.setdefault(_view_key(t), name) if _view_key(t) else None)
+                        for name, t in tensors.items()]
+        self.entries = [e if e.tied_to != e.name else replace(e, tied_to=None) for e in self.entries]
 
     @property
     def mapped(self) -> bool:
@@ -289,3 +294,13 @@ def _check_tensor(name: str, t, rel: str):
     dtype = str(t.dtype).replace("torch.", "")
     if dtype not in _SUPPORTED:
         raise InputError(rel, f"tensor {shown!r}: unsupported dtype {dtype}")
+
+
+def _view_key(t):
+    """What makes two tensors one: the same storage, offset, shape and strides (None when unknown)."""
+    if isinstance(t, TensorRef):
+        return ("ref", t.storage.key, t.offset, tuple(t.shape), tuple(t.stride), t.dtype)
+    try:   # torch's fallback reader: tied tensors share one storage object
+        return ("torch", t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()), str(t.dtype))
+    except Exception:   # a tensor kind without a storage: never tied
+        return None

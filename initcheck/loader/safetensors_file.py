@@ -38,6 +38,7 @@ class Entry:
     file: str  # path relative to the checkpoint root
     start: int = 0  # byte offsets into the data region
     end: int = 0
+    tied_to: str | None = None  # a pickle's second name for one tensor (T5's shared and lm_head): the first name
 
     @property
     def numel(self) -> int:
