@@ -225,3 +225,29 @@ def report_consistency(request, monkeypatch):
     yield
     if found:
         pytest.fail("report consistency (tests/report_check.py):\n" + "\n".join(found), pytrace=False)
+
+
+# run initcheck in a child of a child, and print its wall time and peak RSS (MB) on stderr's last line:
+# RUSAGE_CHILDREN of the middle process sees that one run only, not every child this worker ever waited for
+_MEASURE = r"""
+import resource, subprocess, sys, time
+t = time.monotonic()
+r = subprocess.run([sys.executable, "-m", "initcheck", *sys.argv[1:]], capture_output=True, text=True)
+took = time.monotonic() - t
+rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+sys.stdout.write(r.stdout)
+sys.stderr.write(r.stderr + f"\nMEASURED {took:.2f} {rss:.0f} {r.returncode}\n")
+"""
+
+
+def measured_run(*args):
+    """``initcheck *args`` as a process: (exit code, stdout, stderr without the measure line, seconds, peak RSS in MB)."""
+    import os
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _MEASURE, *map(str, args)], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "COLUMNS": "200"})
+    err, last = r.stderr.rstrip().rsplit("\n", 1)
+    _, took, rss, code = last.split()
+    return int(code), r.stdout, err.strip(), float(took), float(rss)

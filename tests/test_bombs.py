@@ -17,34 +17,13 @@ import zipfile
 
 import pytest
 import torch
-from conftest import findings_of, tree_digest
+from conftest import findings_of, measured_run, tree_digest
 from safetensors.torch import save_file
 
 MAX_S, MAX_RSS_MB = 10.0, 1024
 
-# run initcheck in a child of this child, and print its wall time and peak RSS (MB) on stderr's last line
-_MEASURE = r"""
-import resource, subprocess, sys, time
-t = time.monotonic()
-r = subprocess.run([sys.executable, "-m", "initcheck", *sys.argv[1:]], capture_output=True, text=True)
-took = time.monotonic() - t
-rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-sys.stdout.write(r.stdout)
-sys.stderr.write(r.stderr + f"\nMEASURED {took:.2f} {rss:.0f} {r.returncode}\n")
-"""
-
-
-def _measured(*args):
-    """(exit code, stdout, stderr without the measure line, seconds, peak RSS in MB)."""
-    r = subprocess.run([sys.executable, "-c", _MEASURE, *map(str, args)], capture_output=True, text=True, timeout=120,
-                       env={**os.environ, "COLUMNS": "200"})
-    err, last = r.stderr.rstrip().rsplit("\n", 1)
-    _, took, rss, code = last.split()
-    return int(code), r.stdout, err.strip(), float(took), float(rss)
-
-
 def _bounded(*args):
-    code, out, err, took, rss = _measured(*args)
+    code, out, err, took, rss = measured_run(*args)
     print(f"{args[0]}: {took:.2f} s, peak RSS {rss:.0f} MB, exit {code}")  # the figures, with pytest -s
     assert took < MAX_S and rss < MAX_RSS_MB, (took, rss, err[-300:])
     assert "Traceback" not in err, err[-2000:]
