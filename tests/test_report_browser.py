@@ -99,38 +99,46 @@ def _pages(folder):
     return {"demo": demo, "nan": initcheck.check(nan, hashes=True, probe_steps=5).to_dict()}
 
 
-@pytest.fixture(scope="module")
-def shots(tmp_path_factory):
+def _visit(folder, reports, look, shot):
+    """Each report of ``reports(folder)`` rendered and opened in headless Chromium: ``{name: look(page, data,
+    console errors)}``; a full-page screenshot at ``shot.format(name)``, for a person to look at."""
     playwright = pytest.importorskip("playwright.sync_api", reason="playwright (Python package) not installed")
-    folder = tmp_path_factory.mktemp("shots")
     out = {}
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
-            for name, data in _pages(folder).items():
+            for name, data in reports(folder).items():
                 path = folder / f"{name}.html"
                 path.write_text(render("html", data), encoding="utf-8")
                 page = browser.new_page(viewport={"width": 1280, "height": 900})
                 errors = []
                 page.on("console", lambda m, errors=errors: errors.append(m.text) if m.type == "error" else None)
                 page.goto(path.as_uri(), wait_until="load")
-                flagged = sorted({f["param"] for f in data["findings"] if f["param"] and f["severity"] == "error"})
-                out[name] = {
-                    "flagged": flagged,
-                    "tensors": {t["name"] for t in data["tensors"]},
-                    "marks": page.evaluate("""() => [...document.querySelectorAll('#layers figure svg [id^="flagged-"]')]
-                                                   .map(e => e.id)"""),
-                    "grad_marks": page.evaluate("""() => [...document.querySelectorAll('#probe figure svg [id^="flagged-grad-"]')]
-                                                        .map(e => e.id)"""),
-                    "reasons": page.locator(".plot-reason").all_inner_texts(),
-                    "run": page.locator("#probe dd").nth(1).inner_text(),
-                    "errors": errors,
-                }
-                page.screenshot(path=f"/tmp/initcheck-{name}-report.png", full_page=True)
+                out[name] = look(page, data, errors)
+                page.screenshot(path=shot.format(name), full_page=True)
                 page.close()
         finally:
             browser.close()
     return out
+
+
+def _marks(page, data, errors):
+    return {
+        "flagged": sorted({f["param"] for f in data["findings"] if f["param"] and f["severity"] == "error"}),
+        "tensors": {t["name"] for t in data["tensors"]},
+        "marks": page.evaluate("""() => [...document.querySelectorAll('#layers figure svg [id^="flagged-"]')]
+                                       .map(e => e.id)"""),
+        "grad_marks": page.evaluate("""() => [...document.querySelectorAll('#probe figure svg [id^="flagged-grad-"]')]
+                                            .map(e => e.id)"""),
+        "reasons": page.locator(".plot-reason").all_inner_texts(),
+        "run": page.locator("#probe dd").nth(1).inner_text(),
+        "errors": errors,
+    }
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory):
+    return _visit(tmp_path_factory.mktemp("shots"), _pages, _marks, "/tmp/initcheck-{}-report.png")
 
 
 def test_demo_report_marks_the_zero_head_in_every_per_layer_panel(shots):
@@ -230,24 +238,10 @@ def _five_reports(folder):
 
 @pytest.fixture(scope="module")
 def measured(tmp_path_factory):
-    playwright = pytest.importorskip("playwright.sync_api", reason="playwright (Python package) not installed")
-    folder = tmp_path_factory.mktemp("overlap")
-    out = {}
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            for name, data in _five_reports(folder).items():
-                path = folder / f"{name}.html"
-                path.write_text(render("html", data), encoding="utf-8")
-                page = browser.new_page(viewport={"width": 1280, "height": 900})
-                page.goto(path.as_uri(), wait_until="load")
-                out[name] = {"figures": page.evaluate(_MEASURE), "data": data,
-                             "captions": page.locator("#layers figcaption").all_inner_texts()}
-                page.screenshot(path=f"/tmp/initcheck-25-{name}.png", full_page=True)
-                page.close()
-        finally:
-            browser.close()
-    return out
+    def look(page, data, errors):
+        return {"figures": page.evaluate(_MEASURE), "data": data,
+                "captions": page.locator("#layers figcaption").all_inner_texts()}
+    return _visit(tmp_path_factory.mktemp("overlap"), _five_reports, look, "/tmp/initcheck-25-{}.png")
 
 
 REPORTS = ("demo", "vision", "vlm", "run", "big")

@@ -4,6 +4,12 @@ from ..vocab.labels import PROBLEM_TYPES, label_facts
 from . import rule
 
 
+def _labels(ctx) -> dict:
+    """The pipeline's ``vocab.labels`` (what the report shows), or the same function's result for a scan
+    without it (a model passed in memory)."""
+    return (ctx.scan.facts.get("vocab") or {}).get("labels") or label_facts(ctx.scan)
+
+
 def _listed(items, n: int) -> str:
     items = [str(i) for i in items]
     return ", ".join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
@@ -54,7 +60,7 @@ def label_head_mismatch(ctx):
     ## Options
     - `max_listed`: how many labels each finding lists.
     """
-    facts = label_facts(ctx.scan)
+    facts = _labels(ctx)
     if facts["config"] is None:
         return
     n = ctx.opt("max_listed")
@@ -147,7 +153,7 @@ def default_label_names(ctx):
     Set the names before saving: `model.config.id2label = {0: "neg", 1: "neu", 2: "pos"}` and
     `model.config.label2id` its inverse.
     """
-    facts = label_facts(ctx.scan)
+    facts = _labels(ctx)
     if facts["config"] is None or not facts["label_task"] or facts["head_origin"] != "head" or facts["head_trained"] is not True:
         return
     id2 = facts["id2label"]

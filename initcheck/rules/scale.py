@@ -8,7 +8,7 @@ import statistics
 
 from .. import tensors as T
 from ..tensors.heads import found, reference_std
-from ..tensors.init_conventions import expected_std, init_std
+from ..tensors.init_conventions import expected_std, init_band, init_std
 from . import rule
 from .zeros import allowed
 
@@ -509,9 +509,7 @@ def _scale_outliers(ctx, scale, measure, median, pool):
             factor = min(factor, measure(rec, rec.stats.robust_std) / robust_median)
             if factor < warn:
                 continue
-        lo, hi, label = expected_std(rec, ctx.scan.config, strict=False)
-        if rec.role == T.EMBEDDING and hi < 1.0:   # a table left at nn.Embedding's N(0, 1) by the model's own init
-            hi, label = 1.0, f"{label}, or nn.Embedding's default normal(0, 1)"
+        lo, hi, label = init_band(rec, ctx.scan.config)
         if _ratio_outside(std, lo, hi) < ctx.opt("init_ratio"):
             continue
         severity = ctx.severity if above and factor >= ctx.opt("error_ratio") else "warning"

@@ -129,7 +129,13 @@ def pretrained_band(rec, config: dict | None):
     decl = init_std(rec.name, config)
     if rec.role != T.RNN and decl.std is None and decl.t5_factor is None:
         return None
+    return init_band(rec, config)
+
+
+def init_band(rec, config: dict | None):
+    """``(low, high, label)``: the band IC110 finds a pretrained weight outside of: its init convention's
+    (``expected_std``), up to nn.Embedding's N(0, 1) for a table the model's own init left there."""
     lo, hi, label = expected_std(rec, config, strict=False)
-    if rec.role == T.EMBEDDING and decl.std is not None and hi < 1.0:   # IC110's own widening (rules/scale.py):
-        hi, label = 1.0, f"{label}, or nn.Embedding's default normal(0, 1)"   # a table left at N(0, 1)
+    if rec.role == T.EMBEDDING and hi < 1.0:
+        hi, label = 1.0, f"{label}, or nn.Embedding's default normal(0, 1)"
     return lo, hi, label

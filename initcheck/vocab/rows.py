@@ -37,7 +37,8 @@ class Matrix:
     means: np.ndarray | None = None   # each row's mean (IC206's band), for the block
     block_options: dict | None = None
     _mean: np.ndarray | None = None
-    _order: np.ndarray | None = None
+    _order: np.ndarray | None = None      # row indices by norm, and the norms in that order (``_twins``)
+    _by_norm: np.ndarray | None = None
     _block: tuple | None = None
 
     @property
@@ -91,8 +92,9 @@ class Matrix:
             return 0
         if self._order is None:   # rows by norm, once: each token is then a binary search, not a pass
             self._order = np.argsort(self.norms, kind="stable")
-        norm, by_norm = float(self.norms[i]), self.norms[self._order]
-        lo, hi = np.searchsorted(by_norm, [norm * (1 - 1e-4), norm * (1 + 1e-4)], side="left")
+            self._by_norm = self.norms[self._order]
+        norm = float(self.norms[i])
+        lo, hi = np.searchsorted(self._by_norm, [norm * (1 - 1e-4), norm * (1 + 1e-4)], side="left")
         near = self._order[lo:hi + 1]
         near = near[(near != i) & (np.abs(self.norms[near] - norm) <= 1e-4 * norm)][: 4 * enough]
         if len(near) < enough:
