@@ -11,3 +11,4 @@ def check(target, **options):
 
 
 __all__ = ["check", "__version__"]
+from .fix import fix  # noqa: E402,F401 - initcheck.fix(src, dst): write a corrected checkpoint (issue 24)

@@ -51,6 +51,12 @@ def run(target, settings: Settings) -> Report:
     check_selectors(settings.select, "--select")
     check_selectors(settings.ignore, "--ignore")
     rules = select_rules(pack, settings.select, settings.ignore)
+    from .loader.remote import is_url
+
+    if is_url(target) or is_url(settings.base):   # object storage: mirrored, then checked as a folder
+        from .loader.remote_run import run_remote
+
+        return run_remote(target, settings, pack, run)
     run_folder = None
     if _is_module(target):
         from .loader.module import scan_module
@@ -94,6 +100,10 @@ class _Report(Report):
         out = super().to_dict()
         out["run"] = self.scan.facts.get("run")
         out["vocab"] = self.scan.facts.get("vocab")
+        if getattr(self, "remote_paths", None):   # a URL's check: no staging path in the report
+            from .loader.remote_run import unstage
+
+            out = unstage(out, self.remote_paths)
         return out
 
 
@@ -109,6 +119,9 @@ def scan_path(path, pack, settings: Settings):
                            limits=Limits.from_scan(pack.scan), side_globals=list(pickle_opts.get("side_file_globals", [])),
                            inert_globals=dict(pickle_opts.get("inert", {})),
                            beside=True)   # score_head.pt beside the model is judged too (issue 30)
+    from .loader.remote import annotate
+
+    annotate(ckpt)   # a bucket's objects left unfetched (over remote_fetch_max_bytes, past max_files): said
     from .vocab import start
 
     tokenizer = start(ckpt.path, pack)   # the tokenizer read, its chat templates compiled, beside the statistics
@@ -119,10 +132,12 @@ def scan_path(path, pack, settings: Settings):
     order = list(range(len(ckpt.entries)))
     if ckpt.all_mapped():   # largest first: the two threads then finish together (mmap'd: any order is free)
         order.sort(key=lambda i: -ckpt.entries[i].numel)
-    arrays = (ckpt.array(ckpt.entries[i]) for i in order)
+    arrays = (ckpt.array(ckpt.entries[i], lazy=True) for i in order)   # lazy: a sharded DCP tensor is assembled by its measuring thread
     total = sum(f.size for f in ckpt.files)
     bar = (settings.progress.scan(total, len(ckpt.entries)) if hasattr(settings.progress, "scan")
            else contextlib.nullcontext())
+    # hashed on a thread while the statistics read the same mmap'd bytes: each byte comes from disk once
+    hashing = _start_hashing(scan, ckpt, settings.hash_all) if settings.hashes else None
     with bar as advance:
         scan_mod.compute_stats([scan.records[i] for i in order], arrays, pack.scan, advance)
     # the task model is built when named (--task), or from config.json's architectures when a probe may run
@@ -130,9 +145,9 @@ def scan_path(path, pack, settings: Settings):
         _phase(settings, "building the task model (load report)")
     _finish_origins(scan, settings, pack)
     _vocab(scan, pack, settings, tokenizer)   # the tokenizer against the rows (IC70x); no torch import
-    if settings.hashes:
+    if hashing is not None:
         _phase(settings, "hashing files")
-        _hash_files(scan, ckpt)
+        hashing()
     return scan
 
 
@@ -230,18 +245,66 @@ def _finish_origins(scan, settings, pack):
         scan.facts["task_model_error"] = f"could not read the task model's load report: {type(e).__name__}: {msg[:300]}"
 
 
-def _hash_files(scan, ckpt):
-    import hashlib
+def _hash_files(scan, ckpt, every: bool = False):
+    """SHA-256 of the files the check read into ``scan.files``; side files are listed, not hashed (an
+    optimizer.pt is 2x the model), unless ``every`` (an attestation names every file: ``Settings.hash_all``)."""
+    from .loader import _inside
 
-    read = {f.path for f in ckpt.files}  # the files the check read; side files are listed, not hashed (an optimizer.pt is 2x the model)
+    read = {f.path for f in ckpt.files}
+    digests = {}
     for f in scan.files:
-        if f["path"] not in read:
+        if not every and f["path"] not in read:
             continue
-        h = hashlib.sha256()
-        with open(ckpt.root / f["path"], "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        f["sha256"] = h.hexdigest()
+        digests[f["path"]] = sha256_file(_inside(ckpt.root, f["path"]) if every else ckpt.root / f["path"])  # never outside the folder
+    return digests
+
+
+def sha256_file(path) -> str:
+    """SHA-256 of a file, hashed from its mmap in 16 MiB views: no copy into a buffer (20% faster than
+    reads on a 2.2 GB checkpoint), and hashlib releases the GIL for each view, so the scan runs meanwhile."""
+    import hashlib
+    import mmap
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:   # an empty file cannot be mapped
+            return h.hexdigest()
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm, memoryview(mm) as view:
+            for start in range(0, len(view), 1 << 24):
+                h.update(view[start:start + (1 << 24)])
+    return h.hexdigest()
+
+
+def _start_hashing(scan, ckpt, every: bool = False):
+    """Run ``_hash_files`` on a thread; returns ``finish()``, which waits, re-raises its error, and sets
+    each ``sha256`` in ``scan.files`` (set there only then: the scan reads that table meanwhile)."""
+    import threading
+
+    out = {}
+
+    def work():
+        try:
+            out["digests"] = _hash_files(scan, ckpt, every)
+        except BaseException as e:  # noqa: BLE001 - handed to finish(), raised on the caller's thread
+            out["error"] = e
+
+    thread = threading.Thread(target=work, name="initcheck-hash", daemon=True)
+    thread.start()
+
+    def finish():
+        thread.join()
+        if "error" in out:
+            if isinstance(out["error"], OSError):
+                from .errors import InputError
+
+                raise InputError(out["error"].filename, f"cannot be hashed: {out['error'].strerror}")
+            raise out["error"]
+        for f in scan.files:
+            if f["path"] in out["digests"]:
+                f["sha256"] = out["digests"][f["path"]]
+
+    return finish
 
 
 def _phase(settings: Settings, name: str):

@@ -49,6 +49,9 @@ def main():
     initcheck MODEL_DIR             check a checkpoint (same as: initcheck check MODEL_DIR)
     initcheck RUN_DIR               post-mortem of a training run (checkpoint-*/, trainer_state.json)
     initcheck demo                  build a tiny broken model, check it, write a report
+    initcheck fix SRC -o DST        write a corrected starting checkpoint, proven by a re-check and a probe
+    initcheck fleet SOURCES -o OUT  many checkpoints, one summary (a process pool, or --ray)
+    initcheck verify DIR --attestation FILE   is DIR the audited checkpoint? (check --attest FILE)
     initcheck rules                 list the rules
     initcheck rule IC102            show a rule's documentation
     initcheck config                show the effective settings
@@ -255,10 +258,16 @@ def _ext(fmt: str) -> str:
 @main.command(cls=_CheckCommand, epilog=OUTPUTS_HELP)
 @click.argument("path", type=click.Path())
 @check_options
+@click.option("--attest", type=click.Path(), default=None,
+              help="Write an in-toto attestation of this audit to FILE: every file's SHA-256, the verdict, the findings.")
+@click.option("--sign-key", type=click.Path(dir_okay=False), default=None,
+              help="Sign the attestation (DSSE) with this PEM private key, ECDSA P-256 or Ed25519 "
+                   "(password, if encrypted: INITCHECK_SIGN_KEY_PASSWORD).")
 @click.pass_context
-def check(ctx, path, formats, outputs, quiet, verbose, revision, write_baseline, debug, **cli):
+def check(ctx, path, formats, outputs, quiet, verbose, revision, write_baseline, debug, attest, sign_key, **cli):
     """Check the checkpoint at PATH: a model folder, a .safetensors/.bin/.pt file, a Hub id
-    (org/name) already in the local Hugging Face cache, or a models--org--name cache folder.
+    (org/name) already in the local Hugging Face cache, a models--org--name cache folder, or an
+    object-storage URL (s3://bucket/prefix/, gs://..., any fsspec URL; credentials from the environment).
 
     A training output folder (checkpoint-*/ subfolders, trainer_state.json) gets a post-mortem:
     its training log is judged, how far each tensor moved is measured (from --base, else the
@@ -275,9 +284,17 @@ def check(ctx, path, formats, outputs, quiet, verbose, revision, write_baseline,
         settings = build_settings(target=path, **cli)
         from . import hubcache
 
-        target = hubcache.resolve(path, revision)
-        check_output_paths([out for _, out in files] + ([write_baseline] if write_baseline else []),
+        from .loader.remote import is_url
+
+        if is_url(path) and revision:
+            raise InputError(path, "--revision applies to a Hub id or a models--org--name cache folder, not to a URL")
+        target = path if is_url(path) else hubcache.resolve(path, revision)   # a URL is read by fsspec
+        check_output_paths([out for _, out in files] + ([write_baseline] if write_baseline else []) + ([attest] if attest else []),
                            checked=(target, settings.base))
+        from .attest.write import start as start_attestation
+
+        attestation = start_attestation(attest, sign_key, target)   # the key is read before the scan
+        settings.hash_all = settings.hash_all or attestation is not None   # its subjects: every file's digest
         settings.command = "initcheck " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         if settings.trust_remote_code:   # the one way initcheck runs a checkpoint's code: never silently
             from .report.terminal import printable
@@ -287,7 +304,7 @@ def check(ctx, path, formats, outputs, quiet, verbose, revision, write_baseline,
         used = {stdout_fmt} | {f for f, _ in files}
         # audit formats carry every file's SHA-256; a JSON-only run skips it (on a multi-GB
         # checkpoint hashing costs more than the whole static scan)
-        settings.hashes = settings.hashes or bool(used & {"html", "sarif"})
+        settings.hashes = settings.hashes or bool(used & {"html", "sarif"}) or attestation is not None
         progress = _progress_for(verbose, debug, quiet)
         settings.progress = progress if progress is not None else False
         from .api import run
@@ -296,6 +313,8 @@ def check(ctx, path, formats, outputs, quiet, verbose, revision, write_baseline,
         if progress is not None:
             progress.phase("rendering")
         data = report.to_dict()
+        if attestation is not None:   # its digest and signer go into the reports: a printed one names its attestation
+            data["attestation"] = attestation.bind(report, data)
         from .report import render
 
         written = []
@@ -307,6 +326,8 @@ def check(ctx, path, formats, outputs, quiet, verbose, revision, write_baseline,
             except OSError as e:   # checked before the run; the disk may still fill or the folder go
                 raise InputError(out, f"cannot be written: {e.strerror}") from None
             written.append(f"{fmt} report in {out}")
+        if attestation is not None:
+            written.append(attestation.write(files))
         if progress is not None:
             progress.close()
             progress = None
@@ -314,7 +335,7 @@ def check(ctx, path, formats, outputs, quiet, verbose, revision, write_baseline,
             color = stdout_fmt == "text" and sys.stdout.isatty()
             click.echo(render(stdout_fmt, data, color=color, width=_width()), nl=False)
         # the verdict always reaches the terminal: on stderr when stdout carries a report
-        if not quiet and (files or stdout_fmt != "text"):
+        if not quiet and (files or attestation is not None or stdout_fmt != "text"):
             click.echo(verdict_line(data) + (f"; {', '.join(written)}" if written else ""), err=stdout_fmt is not None)
         if write_baseline:
             from .policy import write_baseline as wb
@@ -421,3 +442,6 @@ def show_config(config_file, rules):
 
 if __name__ == "__main__":
     main()
+from .attest.command import verify as _verify; main.add_command(_verify)  # noqa: E402
+from .fleet.command import fleet as _fleet; main.add_command(_fleet)  # noqa: E402
+from .fix.command import fix as _fix; main.add_command(_fix)  # noqa: E402

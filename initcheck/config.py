@@ -43,6 +43,7 @@ class Settings:
     # output
     progress: object = False            # True (API: a terminal display), or an observer from report.progress
     hashes: bool = False                # SHA-256 of every file (HTML / audit reports)
+    hash_all: bool = False              # with hashes: side files too, every file of target.files (--attest)
     command: str | None = None
     config_file: str | None = None      # the project config these settings came from
     config_ignored: str | None = None   # a project config found inside the checked folder, and why it was not applied

@@ -83,10 +83,13 @@ def from_pretrained(recipe: dict, seed: int, **kw):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     cls = model_class(recipe)
     folder, _ = stage(recipe["path"], kw["trust_remote_code"])
+    from .loader.dcp import torch_state
+
+    state = torch_state(recipe["path"])   # a DCP folder (issue 28): its weights as read by initcheck, None otherwise
     try:
         with quiet_transformers(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            out = cls.from_pretrained(folder, **kw)
+            out = cls.from_pretrained(folder, **kw) if state is None else _from_state(cls, folder, state, kw)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -94,6 +97,18 @@ def from_pretrained(recipe: dict, seed: int, **kw):
     model = out[0] if isinstance(out, tuple) else out
     weakref.finalize(model, shutil.rmtree, folder, True)
     return out
+
+
+def _from_state(cls, folder, state: dict, kw: dict):
+    """``from_pretrained`` of weights read by initcheck (a DCP folder, which transformers cannot open),
+    with the config of the staged copy: the same load report, missing keys and init of new heads."""
+    import transformers
+
+    kw = dict(kw)
+    extra = {k: kw.pop(k) for k in ("num_labels",) if k in kw}   # config fields, not model arguments
+    kw.pop("local_files_only", None)
+    config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=kw["trust_remote_code"], **extra)
+    return cls.from_pretrained(None, config=config, state_dict=state, **kw)
 
 
 @contextlib.contextmanager

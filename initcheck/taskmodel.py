@@ -259,24 +259,92 @@ def build_skeleton(recipe: dict):
 
 
 def _skeleton_info(model, ckpt) -> dict:
-    """Missing / unexpected / mismatched keys from names and shapes, as transformers would match them."""
-    prefix = getattr(model, "base_model_prefix", "") or ""
-    tied = getattr(model, "_tied_weights_keys", None) or {}
+    """Missing / unexpected / mismatched keys from names and shapes, as transformers would match them.
+
+    transformers 5 renames checkpoint keys on load (a Gemma 3 file's ``language_model.model.layers.0``
+    is the model's ``model.language_model.layers.0``; ViT's ``attention.attention.query`` is
+    ``attention.q_proj``) and fuses or splits some tensors: comparing raw names reported every renamed
+    tensor missing, then zero-filled as "new" (false IC102). Each checkpoint name is therefore renamed
+    by transformers' own load-time mapping (``_load_names``) before it is looked up in the model.
+    """
     side = set(getattr(ckpt, "side_weights", ()))   # score_head.pt beside the model: transformers never sees it
     entries = {e.name: e for e in ckpt.entries if e.file not in side}
-    missing, mismatched, used = [], [], set()
-    for key, t in model.state_dict().items():
-        ck = _shift_model_key(key, prefix, entries)
-        e = entries.get(ck)
-        if e is None:
-            if key not in tied:  # a tied weight is the other tensor: never missing on its own
-                missing.append(key)
-        elif tuple(e.shape) != tuple(t.shape):
-            mismatched.append((key, tuple(e.shape), tuple(t.shape)))
-            used.add(ck)
-        else:
-            used.add(ck)
-    return {"missing_keys": missing, "unexpected_keys": [n for n in entries if n not in used], "mismatched_keys": mismatched}
+    state = model.state_dict()
+    names = _load_names(model, state, entries)
+    if names is None:   # no load-time conversions to mirror (an older transformers): the prefix shift only
+        prefix = getattr(model, "base_model_prefix", "") or ""
+        names = {}
+        for key in state:
+            ck = _shift_model_key(key, prefix, entries)
+            if ck in entries:
+                names[ck] = (key, [key], False)
+        names |= {n: (n, [], False) for n in entries if n not in names}
+    missing, unexpected, mismatched = set(state), set(), []
+    for name, (key, targets, converted) in names.items():
+        if not targets:
+            unexpected.add(key)
+            continue
+        missing.difference_update(targets)
+        shape = tuple(entries[name].shape)
+        # a converted tensor (fused / split) has the shape of its conversion, not the file's: not compared
+        if not converted and shape != tuple(state[key].shape):
+            mismatched.append((key, shape, tuple(state[key].shape)))
+    from types import SimpleNamespace
+
+    info = SimpleNamespace(missing_keys=_tied_not_missing(model, missing), unexpected_keys=unexpected)
+    try:   # the model's own ignore patterns (old rotary inv_freq, persistent position_ids), as from_pretrained applies them
+        model._adjust_missing_and_unexpected_keys(info)
+    except Exception:  # noqa: BLE001 - an older transformers: the keys as matched
+        info = SimpleNamespace(missing_keys=_tied_not_missing(model, missing), unexpected_keys=unexpected)
+    return {"missing_keys": sorted(info.missing_keys), "unexpected_keys": sorted(info.unexpected_keys),
+            "mismatched_keys": mismatched}
+
+
+def _load_names(model, state, names) -> dict | None:
+    """Checkpoint name -> ``(key, loaded keys, converted)`` as ``from_pretrained`` names it: the model key
+    it loads into (or the renamed name it is reported unexpected under, with no loaded keys), every key
+    its conversion fills (a fused ``qkv`` fills q, k and v) and whether a converter (not a plain rename)
+    made it. Mirrors the naming loop of transformers' ``convert_and_load_state_dict_in_model``; None
+    where this transformers has no such conversions."""
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
+
+        mapping = get_model_conversion_mapping(model) or []
+        renamings = [m for m in mapping if isinstance(m, WeightRenaming)]
+        converters = [m for m in mapping if isinstance(m, WeightConverter)]
+        by_pattern = {p: c for c in converters for p in c.source_patterns}
+        prefix = model.base_model_prefix
+        out = {}
+        for name in names:
+            key, pattern = rename_source_key(name, renamings, converters, prefix, state)
+            if key not in state and name in state:   # as transformers: the name as is, with the prefix added/dropped
+                key, pattern = rename_source_key(name, [], [], prefix, state)
+            if pattern is None:
+                out[name] = (key, [key] if key in state else [], False)
+                continue
+            targets = by_pattern[pattern].target_patterns
+            filled = [key.replace(targets[0], t) for t in targets] if key in state else []
+            out[name] = (key, [k for k in filled if k in state], True)
+        return out
+    except Exception:  # noqa: BLE001 - transformers 4 (or an API that moved), custom code the mapping cannot walk
+        return None
+
+
+def _tied_not_missing(model, missing: set) -> set:
+    """transformers ties a missing key to any loaded key of its tie group (``tie_weights(missing_keys=...)``):
+    such a key is not missing; a group with no key loaded stays missing."""
+    pairs = getattr(model, "all_tied_weights_keys", None)
+    if not isinstance(pairs, dict):
+        pairs = getattr(model, "_tied_weights_keys", None)
+    if not isinstance(pairs, dict):   # transformers 4 (a list of names): every tied key counts as the other tensor
+        return {k for k in missing if k not in set(pairs or ())}
+    groups = {}
+    for target, source in pairs.items():
+        group = groups.get(source, {source}) | groups.get(target, {target})
+        for k in group:
+            groups[k] = group
+    return {k for k in missing if k not in groups or groups[k] <= missing}
 
 
 def _materialise(model, keys, seed):

@@ -73,7 +73,8 @@ def test_a_writable_output_beside_the_model_still_works(cli, bert, tmp_path):
 def test_piped_output_says_a_long_phase_every_interval_unless_quiet(cli, bert, monkeypatch):
     from initcheck.report import progress
 
-    monkeypatch.setattr(progress, "HEARTBEAT_S", 0.25)   # 10 s in use; the probe here lasts about 2 s
+    # 10 s in use; the probe here lasts 0.2-2 s (0.25 s once let a quiet machine finish it between two beats)
+    monkeypatch.setattr(progress, "HEARTBEAT_S", 0.02)
     r = cli(bert, "--probe-steps", "20")
     assert r.exit_code == 0
     lines = [x for x in r.stderr.splitlines() if x.startswith("initcheck: probe: building the task model and training")]

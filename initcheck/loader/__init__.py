@@ -33,6 +33,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import InputError
+from .dcp import DCP_EXPECTED, DCP_EXT, DcpCheckpoint, DcpFile, find_dcp, scan_distcp
+from .dcp import METADATA as DCP_METADATA
+from .dcp import register as register_dcp
 from .limits import Limits, default_limits
 from .pickle_file import PickleFile, sniff_checkpoint
 from .pickle_scan import is_allowed
@@ -130,8 +133,10 @@ class Checkpoint:
     side_weights: list = field(default_factory=list)
     custom_code: dict = field(default_factory=dict)  # {"auto_map": {...}, "python_files": [...]}
 
-    def array(self, entry: Entry):
-        return self.readers[entry.file].array(entry)
+    def array(self, entry: Entry, lazy: bool = False):
+        """``lazy``: a sharded DCP tensor may come back as its chunks (``dcp.Pieces``), for ``stats.compute`` only."""
+        reader = self.readers[entry.file]
+        return reader.array(entry, lazy=True) if lazy and isinstance(reader, DcpFile) else reader.array(entry)
 
     def all_mapped(self) -> bool:
         """Every tensor is a view of an mmap'd file: reading them in any order costs nothing extra."""
@@ -208,6 +213,7 @@ def open_checkpoint(path, safe_globals=None, limits: Limits | None = None, side_
     p = Path(path)
     if not p.exists():
         raise InputError(p, "no such file or folder")
+    dcp_sub = None
     if p.is_dir():
         ckpt = Checkpoint(path=p, root=p)
         names = _folder_files(p)
@@ -218,10 +224,19 @@ def open_checkpoint(path, safe_globals=None, limits: Limits | None = None, side_
             _inside(p, "adapter_config.json")
             ckpt.adapter_config = read_json(p / "adapter_config.json", "adapter_config.json", "adapter_config.json")
             ckpt.files.append(FileInfo("adapter_config.json", (p / "adapter_config.json").stat().st_size, "json", "other", "read"))
-        weight_files, index = _pick_weight_files(p, names, ckpt.config)
-        ckpt.extra_files = sorted(n for n in names if n not in weight_files and n not in ("config.json", "adapter_config.json"))
+        dcp_sub = find_dcp(p, names)   # a DCP checkpoint (issue 28): the folder itself, or accelerate's subfolder
+        if dcp_sub is not None and (dcp_sub == "" or not any(_kind(n) == "weights" for n in names)):
+            weight_files, index = [], None
+        else:
+            dcp_sub = None
+            weight_files, index = _pick_weight_files(p, names, ckpt.config)
+        ckpt.extra_files = sorted(n for n in names if n not in weight_files and n not in ("config.json", "adapter_config.json")
+                                  and not (dcp_sub == "" and (n == DCP_METADATA or n.endswith(DCP_EXT))))
     else:
         ckpt = Checkpoint(path=p, root=p.parent)
+        if p.name.endswith(DCP_EXT) or p.name == DCP_METADATA and find_dcp(p.parent, _folder_files(p.parent)) is not None:
+            raise InputError(p, "one file of a DCP checkpoint (torch.distributed.checkpoint): pass its folder, which holds "
+                                ".metadata and every .distcp shard")
         # by content, whatever the name (.pth.tar, .pkl, .model, none), except a TorchScript program's
         script = p.suffix in (".jit", ".torchscript")
         if script or not p.name.endswith(SAFETENSORS_EXT + PICKLE_EXT) and not sniff_checkpoint(p):
@@ -248,6 +263,8 @@ def open_checkpoint(path, safe_globals=None, limits: Limits | None = None, side_
         for name, shard in index.items():
             if seen.get(name) != shard and shard not in ckpt.refused:
                 raise InputError(shard, f"the index lists tensor {name[:80]!r} in this shard but it is not there")
+    if dcp_sub is not None:   # its .distcp files as weight files, .metadata as its scanned pickle
+        register_dcp(ckpt, DcpCheckpoint(p, dcp_sub, limits), FileInfo, safe_globals, inert_globals)
     if len(ckpt.entries) > limits.max_tensors:  # across shards: each may be under the cap
         raise InputError(p, f"{len(ckpt.entries)} tensors, over the rule pack's max_tensors ({limits.max_tensors})")
     if p.is_dir():
@@ -277,7 +294,9 @@ def _reader(full: Path, rel: str, safe_globals, limits: Limits, root=None, inert
     try:
         # a file named on the command line is read by its content (model.weights, a file with no extension)
         if rel.endswith(SAFETENSORS_EXT) or (root is None and sniff_checkpoint(full) == "safetensors"):
-            return SafetensorsFile(full, rel, root)  # root: opened inside the folder (contained.open_inside)
+            from .remote import reader_for   # a staged object-storage file: its tensors are fetched by range
+
+            return reader_for(full, rel, root) or SafetensorsFile(full, rel, root)  # root: opened inside the folder (contained.open_inside)
         return PickleFile(full, rel, safe_globals, limits, inert)
     except OSError as e:
         raise InputError(rel, f"cannot read: {e.strerror or e}") from None
@@ -343,7 +362,11 @@ def scan_folder_files(ckpt: Checkpoint, root: Path, allowed: list, limits: Limit
             ckpt.unscanned[rel] = info.note
             ckpt.unscanned_bound.add(rel)
             continue
-        found = scan_side_file(full, rel, limits)
+        if rel.endswith(DCP_EXT):   # DCP records back to back: scanned by the records .metadata lists
+            found = scan_distcp(root, rel, limits)
+            info.kind = "training state" if "/optimizer" in "/" + rel else "weights"
+        else:
+            found = scan_side_file(full, rel, limits)
         if found.format == "none" and not found.problem:
             info.format = "json" if rel.endswith(".json") else "other"  # a .json is sniffed too: a pickle by any name
             continue
@@ -358,8 +381,10 @@ def scan_folder_files(ckpt: Checkpoint, root: Path, allowed: list, limits: Limit
         else:
             outside = [g for g in found.globals if not is_allowed(g, allowed)]
             info.verdict = "clean" if not outside else "inert" if all(g in inert for g in outside) else "unsafe"
-            if any(g in inert for g in outside):
-                ckpt.inert_globals[rel] = [g for g in outside if g in inert]
+            # a DCP .metadata's own classes are what it is (IC404 would say so for every DCP folder)
+            expected = DCP_EXPECTED if rel.rsplit("/", 1)[-1] == DCP_METADATA else ()
+            if any(g in inert and g not in expected for g in outside):
+                ckpt.inert_globals[rel] = [g for g in outside if g in inert and g not in expected]
 
 
 def _all_files(root: Path, max_files: int) -> list:
@@ -400,6 +425,10 @@ def _check_sparse(full: Path, rel: str, limits: Limits):
     full read of zeros (19-56 s). Above ``sparse_min_bytes``, a file whose data extents (SEEK_DATA /
     SEEK_HOLE: filesystems without them report the whole file as data) hold under 1/``sparse_max_ratio``
     of its size is an input error. st_blocks only decides whether to look (some filesystems report 0)."""
+    from .remote import is_mirror_file
+
+    if is_mirror_file(full):   # initcheck's own mirror of an object: sparse by design, read by range (remote.py)
+        return
     try:
         st = os.stat(full)
         if st.st_size <= limits.sparse_min_bytes or st.st_blocks * 512 * limits.sparse_max_ratio >= st.st_size:

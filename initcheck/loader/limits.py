@@ -28,6 +28,7 @@ class Limits:
     sparse_min_bytes: int
     sparse_max_ratio: int
     walk_limit_is_error: bool
+    dcp_assemble_max_bytes: int
 
     @classmethod
     def from_scan(cls, scan: dict) -> "Limits":

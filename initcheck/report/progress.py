@@ -76,7 +76,8 @@ class PlainProgress:
 
     def _end(self):
         if self.name is not None and self.long:
-            self._say(f"{self.name}: done in {time.perf_counter() - self.t0:.1f} s")
+            fetch = next((p for p in self.detail.split(", ") if p.startswith("fetched ")), "")   # object storage
+            self._say(f"{self.name}: done in {time.perf_counter() - self.t0:.1f} s" + (f" ({fetch})" if fetch else ""))
         self.name = None
 
     def close(self):
@@ -95,9 +96,16 @@ class PlainProgress:
         def advance(nbytes: int):
             done[0] += 1
             done[1] += nbytes
-            self.detail = f"{done[0]}/{tensors} tensors, {_bytes(done[1])}"
+            self.detail = _with_fetch(f"{done[0]}/{tensors} tensors, {_bytes(done[1])}", self.fetch)
 
         yield advance
+
+    fetch = ""   # object storage: bytes fetched and throughput, shown beside the phase's own detail
+
+    def fetched(self, nbytes: int, seconds: float):
+        """Bytes fetched from object storage so far, over ``seconds`` (``loader.remote``)."""
+        self.fetch = _fetch_text(nbytes, seconds)
+        self.detail = _with_fetch(self.detail, self.fetch)
 
     def step(self, i: int, steps: int, loss):
         self.detail = f"step {i + 1}/{steps}, loss {_loss(loss)}"
@@ -150,10 +158,19 @@ class RichProgress:
         def advance(nbytes: int):
             done[0] += 1
             done[1] += nbytes
-            self.detail = f"{done[0]}/{tensors} tensors, {_bytes(done[1])}"
+            self.detail = _with_fetch(f"{done[0]}/{tensors} tensors, {_bytes(done[1])}", self.fetch)
             self.bar.update(self.task, advance=nbytes, detail=self.detail)
 
         yield advance
+
+    fetch = ""
+
+    def fetched(self, nbytes: int, seconds: float):
+        """Bytes fetched from object storage so far, over ``seconds`` (``loader.remote``)."""
+        self.fetch = _fetch_text(nbytes, seconds)
+        self.detail = _with_fetch(self.detail, self.fetch)
+        if self.task is not None:
+            self.bar.update(self.task, detail=self.detail)
 
     def step(self, i: int, steps: int, loss):
         if self.bar.tasks and self.task is not None:
@@ -173,6 +190,16 @@ def _known(column):
             return column.render(task) if task.total is not None else Text("")
 
     return Known()
+
+
+def _fetch_text(nbytes: int, seconds: float) -> str:
+    return f"fetched {_bytes(nbytes)}" + (f" at {_bytes(nbytes / seconds)}/s" if seconds > 0 else "")
+
+
+def _with_fetch(detail: str, fetch: str) -> str:
+    """``detail`` with its fetch counter replaced by ``fetch`` (the last part, when there is one)."""
+    own = ", ".join(p for p in (detail or "").split(", ") if not p.startswith("fetched "))
+    return ", ".join(p for p in (own, fetch) if p)
 
 
 def _bytes(n: int) -> str:

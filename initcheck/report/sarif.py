@@ -125,6 +125,8 @@ def _base_uri(path: str, files: list) -> str:
     p = str(path).replace("\\", "/")
     if len(files) == 1 and posixpath.basename(p) == files[0]["path"]:
         p = posixpath.dirname(p) or "."
+    if "://" in p:   # object storage (s3://bucket/prefix/): the URL is the base
+        return quote(p.rstrip("/") + "/", safe="/:")
     if not p.startswith("/"):
         return quote(p.rstrip("/") + "/", safe="/")  # relative: a valid URI reference
     return "file://" + quote(p.rstrip("/") + "/", safe="/")

@@ -6,7 +6,7 @@ from fnmatch import fnmatchcase
 import numpy as np
 
 from .. import tensors as T
-from ..tensors.addedrows import row_profile, trailing_block, vocab_matrix
+from ..tensors.addedrows import pack_block, row_profile, vocab_matrix
 from . import rule
 
 
@@ -291,8 +291,7 @@ def _added_rows_without_base(rec, ctx):
     profile = row_profile(rec.stats)
     if profile is None:
         return None
-    block = trailing_block(*profile, ctx.opt("norm_ratio"), ctx.opt("mean_band_quantile"),
-                           ctx.opt("min_added_rows"), ctx.opt("max_added_fraction"), ctx.opt("mean_min_norm_ratio"))
+    block = pack_block(*profile, ctx.options)
     if block is None:
         return None
     ratio = block.block_norm / block.ref_norm

@@ -39,10 +39,14 @@ class RunFolder:
 
 
 def _has_weights(folder: Path) -> bool:
+    from ..loader.dcp import find_dcp
+
     try:
-        return any(_WEIGHTS.search(e.name) for e in os.scandir(folder) if e.is_file())
+        names = {e.name for e in os.scandir(folder) if e.is_file()}
     except OSError:
         return False
+    # a DCP checkpoint (FSDP, accelerate: .metadata + *.distcp, here or in pytorch_model_fsdp_0/) holds weights too
+    return any(_WEIGHTS.search(n) for n in names) or find_dcp(folder, names) is not None
 
 
 def _read_state(path: Path):

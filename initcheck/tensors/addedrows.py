@@ -66,6 +66,13 @@ def row_profile(st):
     return None
 
 
+def pack_block(norms, means, options: dict):
+    """``trailing_block`` with IC206's options as the rule pack names them (the rule, the tokenizer's
+    row checks and ``fix`` read the same block)."""
+    return trailing_block(norms, means, options["norm_ratio"], options["mean_band_quantile"], options["min_added_rows"],
+                          options["max_added_fraction"], options["mean_min_norm_ratio"])
+
+
 def trailing_block(norms, means, norm_ratio: float, band_quantile: float, min_rows: int, max_fraction: float,
                    mean_min_norm_ratio: float = 0.5):
     """The trailing block of rows above the rest, or None.

@@ -90,6 +90,13 @@ def compute(rec: T.TensorRecord, raw: np.ndarray, options: dict) -> TensorStats:
         raw: the stored values (mmap-backed; decoded chunk by chunk).
         options: ``near_duplicate_cosine`` (from the rule pack's [scan] table).
     """
+    if hasattr(raw, "pieces"):   # a sharded DCP tensor: assembled here, in the measuring thread, or
+        if raw.streamed:         # over [scan] dcp_assemble_max_bytes: folded chunk by chunk, never whole
+            return compute_pieces(rec, raw, options)
+        blocks = raw.row_blocks() if raw.size > ROW_BLOCKS_FROM and not (rec.transposed and raw.ndim == 2) else None
+        if blocks is not None and all(native.supports(b, rec.dtype) for _, b in blocks):
+            return _compute_row_blocks(rec, raw, blocks, options)
+        raw = raw.assemble()
     st = TensorStats(numel=raw.size)
     if raw.size == 0 or not is_float(rec.dtype) or rec.role == T.BUFFER:
         return st
@@ -126,6 +133,170 @@ def compute(rec: T.TensorRecord, raw: np.ndarray, options: dict) -> TensorStats:
 
 
 FIXED_UP_TO = 4096   # values: fixed projections (YOLO's DFL arange(16), identity kernels) are small
+
+
+# a tensor sharded by whole rows (FSDP) and larger than this many values is measured block by block
+# with the compiled kernel, never copied together; smaller ones are assembled (they keep their values)
+ROW_BLOCKS_FROM = max(KEEP_VALUES_UP_TO, 1 << 20)
+
+
+def _compute_row_blocks(rec: T.TensorRecord, raw, blocks: list, options: dict) -> TensorStats:
+    """``compute`` of a tensor stored as blocks of whole rows (``[(first row, 2-D block)]``, FSDP's
+    layout), without assembling it: one kernel pass per block, merged exactly as one pass over the
+    tensor would sum (moments moved to the first block's shift), rows' sums and the hashed column
+    subset concatenated, the robust std read from the same positions, and duplicate rows verified by
+    reading only the candidate rows from their blocks."""
+    st = TensorStats(numel=raw.size)
+    if raw.size == 0 or not is_float(rec.dtype) or rec.role == T.BUFFER:
+        return st
+    n_rows, n_cols = raw.shape[0], raw.size // raw.shape[0]
+    keep_rows = raw.ndim == 2 and (rec.role in (T.EMBEDDING, T.RNN) or rec.new_rows_from is not None
+                                   or rec.extra.get("row_profile", False))
+    want_dups = rec.role in (T.LINEAR, T.CONV) and raw.ndim >= 2 and n_rows >= 2 and comparable_rows(rec, options)
+    cols = subset_columns(n_cols) if want_dups else None
+    shift = None
+    s1 = s2 = 0.0
+    mn, mx = math.inf, -math.inf
+    subs, norms, means = [], [], []
+    for r0, block in blocks:
+        k, r1, r2, sub = native.fused_stats(block, rec.dtype, block.shape[0], n_cols,
+                                            row_sums=keep_rows or cols is not None, subset=cols)
+        st.finite, st.nan, st.inf, st.zeros = st.finite + k.finite, st.nan + k.nan, st.inf + k.inf, st.zeros + k.zeros
+        if st.first_nonfinite is None and k.first_nonfinite >= 0:
+            at = np.unravel_index(k.first_nonfinite, (block.shape[0],) + tuple(raw.shape[1:]))
+            st.first_nonfinite = (int(at[0]) + r0,) + tuple(int(i) for i in at[1:])
+        if k.finite:
+            shift = k.shift if shift is None else shift
+            d = k.shift - shift   # this block's sums, moved to the common shift
+            s1 += k.s1 + k.finite * d
+            s2 += k.s2 + 2 * d * k.s1 + k.finite * d * d
+            mn, mx = min(mn, k.min), max(mx, k.max)
+        if r1 is not None:
+            norms.append(np.sqrt(np.maximum(r2 + 2 * k.shift * r1 + n_cols * k.shift ** 2, 0)))
+            means.append(r1 / n_cols + k.shift)
+        if sub is not None:
+            subs.append(sub)
+    _set_moments(st, shift or 0.0, s1, s2, mn, mx)
+    norms = np.concatenate(norms) if norms else None
+    if keep_rows:
+        st.row_means, st.row_norms = np.concatenate(means).astype(np.float32), norms.astype(np.float32)
+    if rec.role in (T.LINEAR, T.CONV, T.RNN, T.EMBEDDING) and st.finite == st.numel:
+        st.robust_std = _robust_std_rows(blocks, raw.size, n_cols, rec.dtype)
+        sigmas = options.get("default_init_sigmas")
+        if sigmas and rec.role in (T.LINEAR, T.CONV) and raw.size >= options.get("default_init_min_values", 0):
+            st.default_init = at_default_init(st, rec.fan_in, rec.dtype, sigmas)
+    if want_dups and not st.constant and not st.all_zero:
+        # short rows are hashed whole (subset_columns: None): what find_duplicate_rows would decode itself
+        subset = np.concatenate(subs) if subs else np.concatenate(
+            [to_float32(b.reshape(b.shape[0], n_cols), rec.dtype).astype(np.float32) for _, b in blocks])
+        st.dup_groups, st.dup_exact_rows, st.dup_near_rows = find_duplicate_rows(
+            _Rows(blocks, n_rows, n_cols), rec.dtype, options["near_duplicate_cosine"], subset=subset, norms=norms)
+    return st
+
+
+def _robust_std_rows(blocks: list, size: int, n_cols: int, dtype: str) -> float:
+    """``robust_std`` of the tensor the row blocks make, from the very values it would sample."""
+    run = ROBUST_SAMPLE // 16
+    flat = [(r0 * n_cols, b.reshape(-1)) for r0, b in blocks]
+    starts = np.linspace(0, size - run, 16).astype(np.int64) if size > ROBUST_SAMPLE else [0]
+    length = run if size > ROBUST_SAMPLE else size
+    parts = []
+    for a in starts:
+        for at, f in flat:   # a run may cross from one block into the next
+            lo, hi = max(int(a), at), min(int(a) + length, at + f.size)
+            if lo < hi:
+                parts.append(f[lo - at:hi - at])
+    x = np.asarray(to_float32(np.ascontiguousarray(np.concatenate(parts)), dtype), dtype=np.float32)
+    half = x.size // 2
+    dev = np.abs(x - np.partition(x, half)[half])
+    return float(1.4826 * np.partition(dev, half)[half])
+
+
+class _Rows:
+    """The rows of a tensor stored as row blocks, as duplicate hashing reads them: its shape, one row,
+    or the rows at an array of indices (gathered from their blocks)."""
+
+    def __init__(self, blocks: list, n_rows: int, n_cols: int):
+        self._starts = np.array([r0 for r0, _ in blocks], np.int64)
+        self._blocks = [b.reshape(b.shape[0], n_cols) for _, b in blocks]
+        self.shape, self.dtype = (n_rows, n_cols), self._blocks[0].dtype
+
+    def __getitem__(self, idx):
+        if isinstance(idx, (int, np.integer)):
+            b = int(np.searchsorted(self._starts, idx, side="right")) - 1
+            return self._blocks[b][idx - self._starts[b]]
+        idx = np.asarray(idx, np.int64)
+        out = np.empty((len(idx), self.shape[1]), self.dtype)
+        which = np.searchsorted(self._starts, idx, side="right") - 1
+        for b in np.unique(which):
+            sel = which == b
+            out[sel] = self._blocks[b][idx[sel] - self._starts[b]]
+        return out
+
+
+def compute_pieces(rec: T.TensorRecord, raw, options: dict) -> TensorStats:
+    """``compute`` for a tensor handed over as its stored chunks (``loader.dcp.Pieces``: a DCP tensor
+    sharded over ranks, too large to assemble), one chunk in memory at a time.
+
+    Counts, extremes and moments fold into the same accumulator as ``_numpy_pass``, a block of rows
+    at a time; row norms and means are summed per row across chunks (a chunk may hold part of each
+    row); the robust std reads a sample from every chunk. Duplicate rows (IC104) compare whole rows
+    and are not looked for here (the loader's file table says so).
+    """
+    st = TensorStats(numel=raw.size)
+    if raw.size == 0 or not is_float(rec.dtype) or rec.role == T.BUFFER:
+        return st
+    shape = tuple(raw.shape)
+    n_rows = shape[0] if len(shape) >= 2 else 1
+    n_cols = raw.size // n_rows
+    keep_rows = len(shape) == 2 and (rec.role in (T.EMBEDDING, T.RNN) or rec.new_rows_from is not None
+                                     or rec.extra.get("row_profile", False))
+    r1 = np.zeros(n_rows) if keep_rows else None
+    r2 = np.zeros(n_rows) if keep_rows else None
+    acc, sample = _Moments(st, shape), []
+    # in the tensor's row-major order of their offsets: a row-sharded tensor's first non-finite value is its first
+    for piece in sorted(raw.pieces(), key=lambda p: tuple(p.offsets)):
+        a = piece.array
+        p_rows = a.shape[0] if a.ndim >= 2 else 1
+        block = a.reshape(p_rows, -1) if a.size else a.reshape(p_rows, 0)
+        seen = st.first_nonfinite
+        acc.shape = a.shape   # first_nonfinite is found in this chunk's own coordinates, then moved
+        step = max(1, CHUNK_ELEMENTS // max(1, block.shape[1]))
+        for r0 in range(0, p_rows, step):
+            part = block[r0:r0 + step]
+            if not part.flags.aligned:   # a DCP record at an odd byte: one block copied, not the chunk
+                part = np.frombuffer(part.tobytes(), part.dtype).reshape(part.shape)
+            x = acc.add(part.reshape(-1), rec.dtype, r0 * block.shape[1], natural=keep_rows)
+            if keep_rows:
+                xr = x.reshape(part.shape).astype(np.float64)
+                at = piece.offsets[0] + r0
+                r1[at:at + part.shape[0]] += xr.sum(axis=1)
+                r2[at:at + part.shape[0]] += np.einsum("ij,ij->i", xr, xr)
+        if seen is None and st.first_nonfinite is not None:
+            st.first_nonfinite = tuple(int(i) + int(o) for i, o in zip(st.first_nonfinite, piece.offsets))
+        # the robust std's sample: this chunk's share of ROBUST_SAMPLE, in 16 runs as robust_std reads them
+        k = max(1, ROBUST_SAMPLE * a.size // raw.size)
+        flat = a.reshape(-1)
+        if flat.size > k:
+            run = max(1, k // 16)
+            starts = np.linspace(0, flat.size - run, max(1, k // run)).astype(np.int64)
+            flat = np.concatenate([flat[s:s + run] for s in starts])
+        sample.append(np.asarray(to_float32(np.ascontiguousarray(flat), rec.dtype), dtype=np.float32))
+    acc.shape = shape
+    acc.finish()
+    if keep_rows:
+        with np.errstate(over="ignore", invalid="ignore"):
+            st.row_norms = np.sqrt(np.maximum(r2, 0)).astype(np.float32)
+            st.row_means = (r1 / max(1, n_cols)).astype(np.float32)
+    if rec.role in (T.LINEAR, T.CONV, T.RNN, T.EMBEDDING) and len(shape) >= 2 and st.finite == st.numel and sample:
+        x = np.concatenate(sample)
+        half = x.size // 2
+        dev = np.abs(x - np.partition(x, half)[half])
+        st.robust_std = float(1.4826 * np.partition(dev, half)[half])
+        sigmas = options.get("default_init_sigmas")
+        if sigmas and rec.role in (T.LINEAR, T.CONV) and raw.size >= options.get("default_init_min_values", 0):
+            st.default_init = at_default_init(st, rec.fan_in, rec.dtype, sigmas)
+    return st
 
 
 def fixed_pattern(values: np.ndarray) -> str | None:

@@ -8,7 +8,7 @@ segment embedding is not indexed by token ids. Its row norms come from the scan
 A row is untrained when it is zero, tiny against the trained rows (norm below ``tiny_ratio``
 times the median norm of the non-zero rows), one vector shared with many other rows (an init
 no training ever told apart), or inside the trailing block of added rows that
-``addedrows.trailing_block`` recognises (IC206's rows, drawn apart from the rest). A zero or tiny
+``addedrows.pack_block`` recognises (IC206's rows, drawn apart from the rest). A zero or tiny
 row that sits at the mean of the rows is mean-initialised (the fix, as transformers' mean
 resizing and unsloth's untrained-token fix do), not untrained: the mean of a vocabulary's rows is
 itself short (all-MiniLM-L6-v2's: 0.099x its median row norm). Only then is the matrix read
@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import tensors as T
 from ..dtypes import is_float, to_float32
-from ..tensors.addedrows import row_profile, trailing_block, vocab_matrix, vocab_size
+from ..tensors.addedrows import pack_block, row_profile, vocab_matrix, vocab_size
 
 
 @dataclass
@@ -45,10 +45,7 @@ class Matrix:
     def block_start(self) -> int | None:
         """The first row of the added block IC206 recognises, or None (found on first need)."""
         if self._block is None:
-            o = self.block_options
-            found = None if self.norms is None else trailing_block(
-                self.norms, self.means, o["norm_ratio"], o["mean_band_quantile"], o["min_added_rows"],
-                o["max_added_fraction"], o["mean_min_norm_ratio"])
+            found = None if self.norms is None else pack_block(self.norms, self.means, self.block_options)
             self._block = (found.start if found is not None else None,)
         return self._block[0]
 
