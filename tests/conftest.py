@@ -179,6 +179,25 @@ def tree_digest(folder: Path) -> dict:
     return out
 
 
+def hub_cache_of(model: Path, cache: Path, repo: str, commit: str) -> Path:
+    """``model``'s files in a Hugging Face cache laid out as huggingface_hub writes it: blobs named by hash,
+    refs/main, snapshots/<commit>/ of relative symlinks. Returns the snapshot folder."""
+    import hashlib
+
+    repo_dir = cache / ("models--" + repo.replace("/", "--"))
+    (repo_dir / "blobs").mkdir(parents=True, exist_ok=True)
+    (repo_dir / "refs").mkdir(exist_ok=True)
+    (repo_dir / "refs" / "main").write_text(commit)
+    snap = repo_dir / "snapshots" / commit
+    snap.mkdir(parents=True)
+    for f in sorted(Path(model).iterdir()):
+        data = f.read_bytes()
+        blob = repo_dir / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        (snap / f.name).symlink_to(os.path.relpath(blob, snap))
+    return snap
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "report_unchecked: the test builds reports that disagree with "
                                        "themselves on purpose (hostile input), not checked by report_check")

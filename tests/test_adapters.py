@@ -273,3 +273,53 @@ def test_modules_to_save_head_uses_the_base_config_when_read(cli, tmp_path, make
     r = cli(out, "--format", "json", "--no-probe", "--base", base)
     [f] = _loud(json.loads(r.stdout))
     assert f["rule"] == "IC105" and "below" in f["message"] and "initializer_range=0.2" in f["message"]
+
+
+def _adalora(tmp_path, make_model, train_steps=0):
+    """A real PEFT AdaLoRA (A and B N(0, 0.02), E zero) on a tiny BERT, optionally trained a few AdamW steps."""
+    from transformers import BertModel
+
+    base = make_model("BertModel", bert_config(), name="base")
+    torch.manual_seed(0)
+    model = peft.get_peft_model(BertModel.from_pretrained(base),
+                                peft.AdaLoraConfig(target_modules=["query", "value"], total_step=100, init_r=4))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(train_steps):
+        out = model(input_ids=torch.randint(0, 99, (4, 12))).last_hidden_state
+        out.pow(2).mean().backward()
+        opt.step()
+        opt.zero_grad()
+    out = tmp_path / f"adalora{train_steps}"
+    model.save_pretrained(out)
+    return out
+
+
+def test_fresh_adalora_is_fresh_and_its_scales_are_its_own(cli, tmp_path, make_model):
+    """AdaLoRA draws B like A and keeps E (the singular values) at zero: fresh, a no-op at step 0. Not a
+    "trained adapter" (IC209), and A and B are judged against N(0, 0.02), not Kaiming."""
+    fresh = _adalora(tmp_path, make_model)
+    code, data = run(cli, fresh)
+    assert code == 0 and not any(f["rule"] in ("IC207", "IC208", "IC209") for f in data["findings"])
+
+    a = "base_model.model.encoder.layer.1.attention.self.value.lora_A"
+    b = a.replace("lora_A", "lora_B")
+    code, data = run(cli, edit_tensors(fresh, lambda sd: (sd[a].mul_(40), sd[b].mul_(40)), "adapter_model.safetensors"))
+    ic208 = {f["param"]: f for f in data["findings"] if f["rule"] == "IC208"}
+    assert set(ic208) == {a, b} and "normal(0, 0.02), AdaLoRA" in ic208[a]["message"]
+    assert ic208[b]["value"] / ic208[b]["expected"] == pytest.approx(40, rel=0.25)
+
+
+def test_trained_adalora_is_named_by_its_e(cli, tmp_path, make_model):
+    """Three real AdamW steps move every E off zero: the adapter is trained (IC209 info, naming E), and one E
+    zeroed among the trained ones is a lost update (IC208 at that E)."""
+    trained = _adalora(tmp_path, make_model, train_steps=3)
+    code, data = run(cli, trained)
+    from safetensors.torch import load_file
+
+    pairs = sum(k.endswith("lora_A") for k in load_file(trained / "adapter_model.safetensors"))
+    [f] = [f for f in data["findings"] if f["rule"] == "IC209"]
+    assert pairs >= 4 and code == 0 and f["param"] is None
+    assert f["message"].startswith(f"trained adapter: E is non-zero in all {pairs} LoRA pairs")
+    e = "base_model.model.encoder.layer.0.attention.self.query.lora_E"
+    code, data = run(cli, edit_tensors(trained, lambda sd: sd[e].zero_(), "adapter_model.safetensors"))
+    assert [f["param"] for f in data["findings"] if f["rule"] == "IC208"] == [e]

@@ -102,6 +102,37 @@ def test_bert_dcp_reads_as_its_safetensors_copy(pair):
     assert tree_digest(folder) == before               # nothing written into the checked folder
 
 
+@pytest.mark.parametrize("family", ["resnet", "t5", "whisper"])
+def test_families_read_as_their_save_pretrained_copy(family, tmp_path):
+    """ResNet (BatchNorm's 0-d ``num_batches_tracked``, misaligned records), T5 and Whisper (both tie their LM
+    head: ``state_dict()`` holds the embedding under several names, each written again by DCP) give the
+    findings and statistics of their ``save_pretrained`` copy. The names marked ``tied_to`` are exactly those
+    that share another's storage in memory (counted once, their scale judged as the embedding's), and the ones
+    save_pretrained drops; no constant vector (a zero bias, a unit gain) is ever taken for a tie."""
+    import transformers
+    from test_conventions import _families
+
+    cls, make = _families()[family]
+    torch.manual_seed(0)
+    model = getattr(transformers, cls)(make())
+    st, dcp_dir = save(model, tmp_path / "st"), tmp_path / "dcp"
+    model.config.save_pretrained(dcp_dir)
+    dcp_save({"model": model.state_dict()}, dcp_dir)
+    a, b = initcheck.check(st, probe=False), initcheck.check(dcp_dir, probe=False)
+    assert a.exit_code == b.exit_code == 0
+    assert sorted((f.rule, f.param, f.severity) for f in a.findings) == sorted((f.rule, f.param, f.severity) for f in b.findings)
+    tied = {t["name"]: t["tied_to"] for t in b.to_dict()["tensors"] if t.get("tied_to")}
+    first, shared = {}, {}
+    for name, t in model.state_dict().items():
+        shared.update({name: first[t.data_ptr()]} if t.data_ptr() in first else {})
+        first.setdefault(t.data_ptr(), name)
+    assert tied == shared and set(tied) == set(table(b)) - set(table(a)), tied
+    assert (len(tied) > 0) == (family != "resnet")
+    assert all(stats_of(b)[n].std == stats_of(b)[first].std for n, first in tied.items())
+    assert_same_stats(stats_of(a), {n: s for n, s in stats_of(b).items() if n not in tied})
+    assert b.to_dict()["target"]["parameters"] == a.to_dict()["target"]["parameters"]
+
+
 def test_safetensors_serialization_format(pair, tmp_path):
     """FileSystemWriter(serialization_format=SAFETENSORS): each .distcp is a safetensors file keyed by name."""
     from safetensors.torch import load_file

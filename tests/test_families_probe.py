@@ -195,6 +195,26 @@ def test_classifier_families_probe_from_the_saved_fine_tune_and_from_base_plus_t
     assert p["loss"][0] == pytest.approx(LN_C, rel=0.25), p["loss"]
 
 
+def test_batch_norms_normalise_by_the_batch_as_in_the_fine_tune(tmp_path):
+    """Batch norms whose running statistics are far from the data (never calibrated here; a vendor who saved
+    parameters without buffers) blow eval-mode features up layer by layer. The fine-tune normalises by the
+    batch, so the probe does too: loss at init near ln C and live gradients (eval mode gave 4.8 against
+    ln 4's 1.39: an IC301 no training run would see). A head scaled x50 is still over-confident (IC301)."""
+    torch.manual_seed(0)
+    base = _quiet_save(T.ResNetModel(resnet()), tmp_path / "resnet-uncalibrated")
+    report = initcheck.check(base, task="image-classification", num_labels=C, batch_size=16, **QUICK)
+    p = ran(report)
+    assert p["loss"][0] == pytest.approx(LN_C, rel=0.25), p["loss"]
+    assert not ic3(report, "IC301") and not ic3(report, "IC304")
+    assert p["loss"][-1] < p["loss"][0]
+
+    with torch.no_grad():
+        model = T.ResNetForImageClassification.from_pretrained(base, num_labels=C)
+        model.classifier[1].weight.mul_(50)
+    hot = initcheck.check(_quiet_save(model, tmp_path / "resnet-hot-head"), **QUICK)
+    assert [f.param for f in ic3(hot, "IC301")] == ["classifier"] and ran(hot)["loss"][0] > 3 * LN_C
+
+
 # --- generation, contrastive, CTC ----------------------------------------------------------
 
 @pytest.mark.parametrize("name, config, cls, task", [

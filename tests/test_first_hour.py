@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import bert_config, edit_tensors, run_process
+from conftest import bert_config, edit_tensors, hub_cache_of, run_process
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -155,20 +155,8 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 @pytest.fixture
 def hub_cache(small, tmp_path, monkeypatch):
     """A real cache layout: blobs named by hash, refs/main, snapshots/<commit>/ of symlinks."""
-    import hashlib
-
     cache = tmp_path / "hub"
-    repo = cache / "models--org--tiny"
-    (repo / "blobs").mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(COMMIT)
-    snap = repo / "snapshots" / COMMIT
-    snap.mkdir(parents=True)
-    for f in small.iterdir():
-        data = f.read_bytes()
-        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.write_bytes(data)
-        (snap / f.name).symlink_to(os.path.relpath(blob, snap))
+    hub_cache_of(small, cache, "org/tiny", COMMIT)
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     return cache
 

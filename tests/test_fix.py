@@ -14,6 +14,7 @@ import transformers
 from conftest import (
     bert_config,
     edit_tensors,
+    hub_cache_of,
     minilm_dir,
     roberta_config,
     save,
@@ -353,7 +354,8 @@ def test_real_minilm_with_a_x50_head(cli, tmp_path):
 
 
 @pytest.mark.parametrize("args, says", [
-    (("missing-folder", "-o", "{tmp}/d"), "missing-folder: does not exist"),
+    (("missing-folder", "-o", "{tmp}/d"), "missing-folder: no such file or folder, and no model 'missing-folder' in the local Hugging Face cache"),
+    (("missing/folder.pt", "-o", "{tmp}/d"), "missing/folder.pt: does not exist"),
     (("{src}",), "name the corrected checkpoint's folder with -o DST"),
     (("{src}", "-o", "{tmp}/d", "--only", "zero"), "--only ZERO: expected rule ids"),
 ])
@@ -361,6 +363,29 @@ def test_usage_errors_are_one_line_and_exit_2(cli, bert_x50, tmp_path, args, say
     r = cli("fix", *[a.format(src=bert_x50, tmp=tmp_path) for a in args])
     assert r.exit_code == 2 and r.output.count("\n") == 1 and says in r.output, r.output
     assert not (tmp_path / "d").exists()
+
+
+def test_a_hub_id_in_the_local_cache_is_fixed_from_its_snapshot(cli, bert_x50, tmp_path, monkeypatch):
+    """The pretrained model most users start from lives in the Hugging Face cache: ``initcheck fix org/name``
+    reads its snapshot (links into blobs/, never downloaded) and writes DST with every file's content (no links
+    back into the cache), the head fixed, the cache untouched."""
+    commit = "89abcdef" * 5
+    cache = tmp_path / "hub"
+    snap = hub_cache_of(bert_x50, cache, "acme/bert-x50", commit)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    before = tree_digest(cache)
+    dst = tmp_path / "fixed"
+    r = cli("fix", "acme/bert-x50", "-o", dst, "--revision", commit, "--probe-steps", "5")
+    assert r.exit_code == 0, r.output
+    log = json.loads((dst / "initcheck-fix.json").read_text())
+    assert log["src"] == str(snap) and fixed_by(log) == {"classifier.weight", "classifier.bias"}
+    assert not any(p.is_symlink() for p in dst.rglob("*"))
+    assert sorted(log["files"]["copied"]) == ["config.json"] and log["files"]["not_copied"] == []
+    assert (dst / "config.json").read_bytes() == (bert_x50 / "config.json").read_bytes()
+    assert changed_tensors(bert_x50, dst) == {"classifier.weight"}
+    assert tree_digest(cache) == before
+    r = cli("fix", "acme/absent", "-o", tmp_path / "d2")
+    assert r.exit_code == 2 and "never downloads" in r.output and not (tmp_path / "d2").exists()
 
 
 def test_sharded_bin_becomes_sharded_safetensors_with_an_index(cli, tmp_path):

@@ -80,6 +80,32 @@ def test_a_prefix_without_a_checkpoint_is_one_line(s3, cli, tmp_path):
     assert r.stderr.startswith(f"initcheck: error: s3://{b}/empty/: ") and not (tmp_path / "out").exists()
 
 
+def test_a_prefix_that_cannot_be_listed_fails_alone(s3, cli, tmp_path):
+    """One vendor's prefix holding nothing (or denied, or unreachable) among other sources does not stop the
+    audit of the rest: it is one member, recorded with its own check's line, and the fleet exits 2 (its code)."""
+    b = s3.bucket
+    torch.manual_seed(1)
+    local = save(transformers_gpt2(), tmp_path / "gpt2-clean")
+    s3.pipe(f"{b}/docs/README.md", b"# nothing to check\n")
+    out = tmp_path / "out"
+    r = cli("fleet", local, f"s3://{b}/docs/", f"s3://{b}/empty/", "-o", out, *OPTS)
+    assert r.exit_code == 2, r.stderr
+    assert f"fleet: s3://{b}/docs/ could not be listed (no checkpoint under s3://{b}/docs/" in r.stderr
+    rows = {row["target"]: row for row in map(json.loads, (out / "fleet.jsonl").read_text().splitlines())}
+    assert rows[str(local)]["verdict"] == "pass" and rows[str(local)]["exit_code"] == 0
+    for url in (f"s3://{b}/docs/", f"s3://{b}/empty/"):
+        alone = cli("check", url, *OPTS)
+        assert alone.exit_code == 2 and len(alone.stderr.strip().splitlines()) == 1, alone.stderr
+        assert rows[url]["verdict"] == "error" and rows[url]["exit_code"] == 2
+        assert alone.stderr.strip().endswith(rows[url]["reason"]), (rows[url]["reason"], alone.stderr)
+
+
+def transformers_gpt2():
+    import transformers
+
+    return transformers.GPT2LMHeadModel(gpt2_config())
+
+
 @pytest.mark.parametrize("names, members", [
     # the registry: a model per folder; stray files at the top are not members
     (["README.md", "bert-a/config.json", "bert-a/model.safetensors", "vit-b/pytorch_model.bin"],

@@ -167,6 +167,37 @@ def test_random_rows_have_no_duplicates(cli, tmp_path):
     assert hits(fs, "IC104") == [] and code == 0
 
 
+def _resized_llama(folder, mean_resizing):
+    """A real Llama with an untied LM head, its rows "trained" (N(0, 0.05)), then 8 tokens added by
+    ``resize_token_embeddings``: mean-resized (transformers' default), or every new LM head row a copy of row 5."""
+    import transformers
+
+    cfg = transformers.LlamaConfig(vocab_size=320, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(cfg)
+    with torch.no_grad():
+        model.model.embed_tokens.weight.normal_(0, 0.05)
+        model.lm_head.weight.normal_(0, 0.05)
+        model.resize_token_embeddings(328, mean_resizing=True)
+        if not mean_resizing:
+            model.lm_head.weight[320:] = model.lm_head.weight[5]
+    model.save_pretrained(folder)
+    return folder
+
+
+def test_mean_resized_lm_head_rows_are_not_duplicates_but_copied_rows_are(cli, tmp_path):
+    """Mean-resized rows sit within 1e-9 x the covariance of the rows' mean: near-identical by design (and what
+    ``initcheck fix`` writes), not symmetric units. Rows copied from one trained token's row are reported, as a
+    final projection's duplicates: info, telling that their targets (not their gradients) set them apart."""
+    code, fs = check(cli, _resized_llama(tmp_path / "mean", True))
+    assert code == 0 and hits(fs, "IC104") == []
+    code, fs = check(cli, _resized_llama(tmp_path / "copied", False))
+    [f] = hits(fs, "IC104")
+    assert f["param"] == "lm_head.weight" and f["severity"] == "info" and f["value"] == 9   # row 5 and its 8 copies
+    assert "only their targets tell them apart" in f["message"] and "stay identical" not in f["message"]
+
+
 # --- IC110 weight-scale ------------------------------------------------------------------------
 
 def test_layer_without_siblings_scaled_100x_is_an_error(cli, make_model):

@@ -18,22 +18,17 @@ alone.
 
 import math
 
-from ..rules.adapters import _NON_FRESH_INITS, _trained, lora_pairs
+from ..rules.adapters import _NON_FRESH_INITS, ADALORA_STD, _kaiming, is_adalora, lora_pairs, trained_pairs
 from .remedy import Step, Unfixable
-
-ADALORA_STD = 0.02   # PEFT's AdaLoraLayer.reset_lora_parameters: A and B ~ N(0, 0.02)
 
 
 def plan(scan, report, settings) -> list:
     """Steps re-initialising the wrong side(s) of each fresh LoRA pair the check names, or Unfixables."""
     cfg = scan.facts.get("adapter_config") or {}
     init = str(cfg.get("init_lora_weights", True)).lower()
-    adalora = str(cfg.get("peft_type", "LORA")).upper() == "ADALORA"
+    adalora = is_adalora(scan)
     pairs = list(lora_pairs(scan.records))
-    if adalora:   # AdaLoRA's zero side is E (the singular values): A and B are random in a fresh one
-        trained = sum(1 for a, _, _ in pairs if not _zero(scan.by_name.get(a.name.replace("lora_A", "lora_E"))))
-    else:
-        trained = sum(1 for p in pairs if _trained(*p))
+    trained = len(trained_pairs(scan, pairs))   # AdaLoRA's zero side is E: A and B are random in a fresh one
     fresh = trained * 2 <= len(pairs)    # as IC208 judges it: most pairs trained makes a trained adapter
     warn = float(report.pack.rules["IC208"]["warn_ratio"])   # a matrix this far off its init is re-drawn
     by_name = {}
@@ -77,7 +72,7 @@ def _reinit(a, b, emb, rule, init, adalora, warn):
         if _zero(b) or _off(b, 1.0, warn):
             how[b.name] = ("normal", 1.0)
     else:
-        expected = 1 / a.shape[0] if init == "gaussian" else 1 / math.sqrt(3 * math.prod(a.shape[1:]))   # as _kaiming
+        expected = _kaiming(a, init)[0]
         how = {}
         if _zero(a) or _off(a, expected, warn):
             how[a.name] = ("gaussian", 1 / a.shape[0]) if init == "gaussian" else ("kaiming", None)

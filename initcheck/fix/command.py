@@ -13,6 +13,7 @@ from ..config import TASKS
 @click.option("--only", multiple=True, help="Apply only the remedies these rules ask for (IC102,IC105,...; repeatable).")
 @click.option("--dry-run", is_flag=True, default=False, help="Print the plan (tensor, rule, remedy) and write nothing.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds every re-initialisation and the probe.")
+@click.option("--revision", default=None, help="The cached revision of a Hub id SRC (default: main).")
 @click.option("--force", is_flag=True, default=False, help="Replace DST if it exists.")
 @click.option("--rules", "rules", default=None, help="Rule pack: default, strict, ci, audit, or a TOML file.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="Project config.")
@@ -30,7 +31,7 @@ from ..config import TASKS
 @click.option("--device", default=None, help="Probe device: cpu (default) or cuda.")
 @click.option("-q", "--quiet", is_flag=True, default=False, help="Only the verdict line.")
 @click.option("--debug", is_flag=True, default=False, help="Show tracebacks.")
-def fix(src, dst, only, dry_run, seed, force, quiet, debug, config_file, **cli):
+def fix(src, dst, only, dry_run, seed, force, revision, quiet, debug, config_file, **cli):
     """Write a corrected starting checkpoint of SRC to DST, proven by a re-check and a probe.
 
     \b
@@ -47,7 +48,7 @@ def fix(src, dst, only, dry_run, seed, force, quiet, debug, config_file, **cli):
         from .run import fix as run_fix
         from .run import plan_lines
 
-        result = run_fix(src, dst, settings, only=_split(only), dry_run=dry_run, seed=seed, force=force)
+        result = run_fix(src, dst, settings, only=_split(only), dry_run=dry_run, seed=seed, force=force, revision=revision)
     except InputError as e:
         _fail(e, debug)
     except Exception as e:  # noqa: BLE001 - one line and exit 2, as the check does

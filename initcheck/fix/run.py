@@ -36,8 +36,10 @@ class FixResult:
         return self.exit_code == 0
 
 
-def fix(src, dst, settings, only=None, dry_run: bool = False, seed: int = 0, force: bool = False) -> FixResult:
-    """Fix SRC into DST (see the module doc). ``only``: rule ids whose remedies apply (all when empty)."""
+def fix(src, dst, settings, only=None, dry_run: bool = False, seed: int = 0, force: bool = False,
+        revision: str | None = None) -> FixResult:
+    """Fix SRC into DST (see the module doc). ``only``: rule ids whose remedies apply (all when empty); SRC may
+    be a Hub id or a ``models--org--name`` folder in the local cache (its snapshot, never downloaded)."""
     from .write import check_dst
 
     from ..loader.remote import is_url
@@ -45,9 +47,12 @@ def fix(src, dst, settings, only=None, dry_run: bool = False, seed: int = 0, for
     if is_url(src):   # DST is written from SRC's files: the objects would have to be read whole anyway
         raise InputError(src, "initcheck fix reads a local checkpoint: copy the objects to a local folder, then fix that "
                               "(initcheck checks URLs; fix does not read them)")
-    src, only = Path(src), [o.upper() for o in (only or [])]
+    from .. import hubcache
+
+    shown = str(src)
+    src, only = Path(hubcache.resolve(shown, revision)), [o.upper() for o in (only or [])]
     if not os.path.exists(src):
-        raise InputError(src, "does not exist")
+        raise InputError(shown, "does not exist")
     if dst is None and not dry_run:
         raise InputError(None, "name the corrected checkpoint's folder with -o DST (or pass --dry-run)")
     if dst is not None and not dry_run:

@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import InputError
+from ..loader.contained import is_inside, open_inside
 
 BIN_INDEX = "pytorch_model.bin.index.json"
 ST_INDEX = "model.safetensors.index.json"
@@ -96,15 +97,18 @@ def _write(ckpt, tmp: Path, changed: dict, renames: dict) -> dict:
         if rel in replaced:
             continue
         path = root / rel
-        if path.is_symlink() or not path.is_file():
-            not_copied.append({"path": rel, "why": "a link or not a regular file: not copied"})
+        # a link that stays inside SRC (a Hugging Face cache snapshot's links into its blobs/) is copied by
+        # content, as the check read it; any other link, and anything not a regular file, is not copied
+        if not path.is_file() or (path.is_symlink() and not is_inside(root, rel)):
+            not_copied.append({"path": rel, "why": "a link out of the folder, or not a regular file: not copied"})
             continue
         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
         if rel == ST_INDEX and renames:
             _rewrite_index(root / rel, tmp / rel, new_index, renames)
             written[rel] = rel
             continue
-        shutil.copyfile(path, tmp / rel)
+        with os.fdopen(open_inside(root, rel), "rb") as f, open(tmp / rel, "wb") as out:
+            shutil.copyfileobj(f, out, 1 << 24)
         copied.append(rel)
     if _bin_shards(root, targets):   # sharded .bin converted: a safetensors index replaces the .bin one
         _write_index(tmp / ST_INDEX, new_index, total)   # total_size: tensor bytes, as save_pretrained writes it

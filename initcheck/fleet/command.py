@@ -65,6 +65,10 @@ def fleet(sources, out_dir, jobs, ray_address, html, sarif, force, timeout, quie
 
         pack = pack_for(settings)
         members = expand(sources, revision)
+        for m in members:
+            if m.unlisted and not quiet:
+                click.echo(f"fleet: {m.target} could not be listed ({m.unlisted}): checked as one member, whose own "
+                           "check says why", err=True)
         out_real = os.path.realpath(out_dir)
         inside = [m for m in members if os.path.isdir(m.target) and _within(out_real, m.target)]
         if inside:

@@ -35,13 +35,19 @@ class Member:
     label: str
     kind: str = "model"
     revision: str | None = None   # passed to the member's check only when target is an unresolved Hub id
+    unlisted: str | None = None   # a URL source whose listing failed, the line why: its own check says it (or succeeds)
 
 
 def expand(sources, revision=None) -> list:
     """Every member named by ``sources``, in order, each checkpoint once (by real path).
 
+    A URL source that cannot be listed (denied, unreachable, empty, no checkpoint under it) is one member,
+    itself, when the other sources name members: a nightly audit of many buckets is not stopped by one, and
+    that member's own check gives its one line (or, if the listing failed only for a moment, its report).
+
     Raises:
-        InputError: a glob that matches nothing, an unreadable or empty list file, an empty cache.
+        InputError: a glob that matches nothing, an unreadable or empty list file, an empty cache; every
+            source a URL that could not be listed (the first one's line).
     """
     members, seen = [], set()
     for source in sources:
@@ -52,6 +58,8 @@ def expand(sources, revision=None) -> list:
                 members.append(m)
     if not members:
         raise InputError(None, "no members: the sources named no checkpoint")
+    if all(m.unlisted for m in members):
+        raise InputError(None, members[0].unlisted)
     return members
 
 
@@ -95,17 +103,20 @@ def _url_key(target: str) -> str:
 def _from_url(url: str) -> list:
     """An object-storage source, listed once (nothing fetched): itself when it is a checkpoint (a weight
     file at its top level, a run, or one object named by its URL), else one member per checkpoint folder
-    under it (``checkpoint_folders``), sorted. A listing that fails (no s3fs, denied, nothing there) is the
-    check's own one line; a prefix holding no checkpoint is one line too."""
+    under it (``checkpoint_folders``), sorted. A listing that fails (no s3fs, denied, nothing there) or a
+    prefix holding no checkpoint is ``url`` itself, marked ``unlisted`` with that one line (see expand)."""
     from ..loader.remote import list_objects
 
-    _, objects = list_objects(url)
+    try:
+        _, objects = list_objects(url)
+    except InputError as e:
+        return [Member(url, url, unlisted=str(e))]
     if len(objects) == 1 and objects[0].url == url:   # one object named by its own URL (as stage() tells it)
         return [Member(url, url)]
     found = checkpoint_folders(o.rel for o in objects)
     if not found:
-        raise InputError(None, f"no checkpoint under {url}: none of its {len(objects)} object(s) is a weight file "
-                               "(.safetensors, .bin, .pt, .pth, .ckpt, a DCP .metadata/.distcp)")
+        return [Member(url, url, unlisted=f"no checkpoint under {url}: none of its {len(objects)} object(s) is a "
+                                          "weight file (.safetensors, .bin, .pt, .pth, .ckpt, a DCP .metadata/.distcp)")]
     base = url.rstrip("/")
     return [Member(url if rel == "" else f"{base}/{rel}/", url if rel == "" else f"{base}/{rel}/", kind)
             for rel, kind in found]

@@ -26,7 +26,7 @@ import mmap
 import os
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -160,6 +160,7 @@ class DcpCheckpoint:
         for fqn, item in self.meta.byte_items.items():   # pickled objects DCP would torch.load: scanned, never read
             if item.file:
                 self._scan_bytes(fqn, item)
+        self._mark_ties()
         self.streamed = [e.name for e in self.entries if self._streams(e.name)]
         if not self.entries:
             why = "; ".join(self.skipped + [f"{n} ({w})" for n, (_, w) in list(self.not_read.items())[:3]])
@@ -220,6 +221,31 @@ class DcpCheckpoint:
         self._map(t.chunks[0].file)   # a zero-size tensor's file is still named, and must exist
         self._tensors[name] = (t.dtype, t.size, records)
         self.entries.append(Entry(name=name, dtype=t.dtype, shape=t.size, file=home))
+
+    def _mark_ties(self):
+        """One tensor saved under two names (a tied LM head, T5's ``shared`` and ``embed_tokens``): a pickle keeps one
+        storage for both, which the pickle reader marks ``tied_to``; DCP writes each name's bytes again. A
+        tensor whose stored bytes equal an earlier one's is marked the same way (counted once, judged under the
+        first name). Equal random values are one tensor; equal low-entropy ones are not: zero biases, or two
+        norm gains one AdamW step from 1 (every value 1 ± lr, the same signs by chance), so a tensor whose first
+        4 KiB holds fewer distinct values than half its elements there is never matched. Only tensors whose first
+        4 KiB equal another's are compared whole."""
+        first = {}   # (dtype, shape, first bytes) -> [(name, bytes)]
+        for i, e in enumerate(self.entries):
+            dtype, shape, records = self._tensors[e.name]
+            data = _stored_bytes(records[0][1]) if len(records) == 1 and math.prod(shape) > 1 else None
+            if data is None:
+                continue
+            size = _DTYPES[dtype][1]
+            head = data[:4096 // size * size].reshape(-1, size)
+            if len(np.unique(head, axis=0)) * 2 < len(head):   # few distinct values: equal by chance, not one tensor
+                continue
+            seen = first.setdefault((dtype, tuple(shape), head.tobytes()), [])
+            tie = next((name for name, other in seen if np.array_equal(other, data)), None)
+            if tie is not None:
+                self.entries[i] = replace(e, tied_to=tie)
+            else:
+                seen.append((e.name, data))
 
     def _map(self, file: str):
         """The mmap of a .distcp file named by the metadata (a plain name inside the DCP folder)."""
@@ -363,6 +389,19 @@ def _view(rec) -> np.ndarray:
     return view(buf, t, offset, big)
 
 
+def _stored_bytes(rec):
+    """A record's values as the bytes stored in the file (a uint8 view, no copy), or None when they are not
+    one contiguous run."""
+    if isinstance(rec, _StRecord):
+        a = rec.file.array(rec.entry)
+        return a.reshape(-1).view(np.uint8) if a.flags.c_contiguous else None
+    buf, t, offset, _ = rec
+    if tuple(t.stride) != _c_strides(t.shape):
+        return None
+    size = _DTYPES[t.dtype][1]
+    return np.frombuffer(buf, np.uint8, count=math.prod(t.shape) * size, offset=offset + t.offset * size)
+
+
 def _misaligned(rec) -> bool:
     """A record whose values do not start at a multiple of their size in memory."""
     if isinstance(rec, _StRecord):
@@ -387,7 +426,8 @@ def _assemble(shape: tuple, np_dtype, records) -> np.ndarray:
             out[tuple(slice(o, o + k) for o, k in zip(c.offsets, c.sizes))] = _view(rec)
             continue
         buf, t, offset, big = rec
-        whole_rows = tuple(c.offsets[1:]) == (0,) * (len(shape) - 1) and tuple(c.sizes[1:]) == tuple(shape[1:])
+        whole_rows = (len(shape) > 0   # a 0-d tensor (BatchNorm's num_batches_tracked) has no rows: copied below
+                      and tuple(c.offsets[1:]) == (0,) * (len(shape) - 1) and tuple(c.sizes[1:]) == tuple(shape[1:]))
         if whole_rows and not big and tuple(t.stride) == _c_strides(t.shape):
             n = math.prod(c.sizes) * out.itemsize
             at = offset + t.offset * out.itemsize

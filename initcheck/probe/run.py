@@ -99,6 +99,12 @@ def _run(scan, settings, pack, tr, model, task, recipe, started, on_step=None) -
     """Train the built model on the probe batch and fill the trace."""
     device = settings.device
     model.eval()  # dropout off: the loss on the fixed batch must be comparable step to step
+    # ... but batch norms normalise by the batch, as in the fine-tune itself: in eval mode they use the running
+    # statistics, and where those are far from the data (never trained, or not saved) the signal vanishes or
+    # explodes layer by layer and the probe reports dead gradients no training run would see
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.train()
     tr["model_class"] = type(model).__name__
     _give_pad(model, task)
     _give_decoder_start(model)

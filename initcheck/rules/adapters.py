@@ -1,7 +1,9 @@
 """LoRA adapters that cannot learn, or that are not what a fresh adapter should be.
 
 PEFT's convention: for linear layers A is Kaiming-uniform and B is zero, so the adapter starts
-as a no-op but learns; for embedding layers it is reversed (lora_embedding_A is zero).
+as a no-op but learns; for embedding layers it is reversed (lora_embedding_A is zero). AdaLoRA
+(``peft_type`` ADALORA) computes ``B·(A⊙E)``: A and B are drawn N(0, 0.02) and E, the singular
+values, starts at zero, so E is the side that tells a fresh adapter from a trained one.
 """
 
 import math
@@ -32,6 +34,31 @@ def _init_method(ctx) -> str:
     return str(init).lower()
 
 
+ADALORA_STD = 0.02   # PEFT's AdaLoraLayer.reset_lora_parameters: A and B ~ N(0, 0.02), E zero
+
+
+def is_adalora(scan) -> bool:
+    cfg = scan.facts.get("adapter_config") or {}
+    return str(cfg.get("peft_type", "LORA")).upper() == "ADALORA"
+
+
+def zero_side(scan, a, b, emb):
+    """The record a fresh pair holds at zero: B; A for embeddings; E for AdaLoRA (None when E is missing)."""
+    if is_adalora(scan):
+        return scan.by_name.get(a.name.replace("lora_A", "lora_E"))
+    return a if emb else b
+
+
+def trained_pairs(scan, pairs) -> list:
+    """The pairs whose zero-initialised side is non-zero: they have trained."""
+    out = []
+    for a, b, emb in pairs:
+        side = zero_side(scan, a, b, emb)
+        if side is not None and side.stats is not None and not side.stats.all_zero:
+            out.append((a, b, emb))
+    return out
+
+
 @rule("IC207", "dead-adapter", "error", scope="model")
 def dead_adapter(ctx):
     """A LoRA adapter whose A and B are both zero: it can never learn.
@@ -58,20 +85,16 @@ def dead_adapter(ctx):
                               value=0.0, expected="A random, B zero")
 
 
-def _trained(a, b, emb) -> bool:
-    """A pair whose zero-initialised side (B; A for embeddings) is non-zero: it has trained."""
-    side = a if emb else b
-    return side.stats is not None and not side.stats.all_zero
-
-
 def _judged(rec) -> bool:
     st = rec.stats
     return st is not None and st.finite and len(rec.shape) == 2   # non-finite values are IC101's
 
 
 def _kaiming(a, init: str):
-    """``(expected std, label)`` of a fresh linear A: PEFT's Kaiming-uniform, or 1/r for "gaussian"."""
+    """``(expected std, label)`` of a fresh linear A: PEFT's Kaiming-uniform, 1/r for "gaussian", 0.02 for AdaLoRA."""
     r, fan_in = a.shape
+    if init == "adalora":
+        return ADALORA_STD, "normal(0, 0.02), AdaLoRA"
     if init == "gaussian":
         return 1 / r, f"normal(0, 1/r={r})"
     return 1 / math.sqrt(3 * fan_in), f"Kaiming-uniform, fan_in={fan_in}"
@@ -103,7 +126,7 @@ def lora_a_scale(ctx):
     embeddings):
     - fresh (B zero): A's std against PEFT's init, Kaiming-uniform(a=√5), i.e. U(±1/sqrt(fan_in))
       with std 1/sqrt(3·fan_in) (1/r for `init_lora_weights="gaussian"`); a factor of
-      `warn_ratio` either way warns;
+      `warn_ratio` either way warns. A fresh AdaLoRA (E zero): A and B each against N(0, 0.02);
     - trained (B non-zero): A's std against the same Kaiming std, warning above
       `trained_warn_ratio`; and A and B each against the median of their siblings (the same
       matrix of the other adapted modules, e.g. every `*.q.lora_B`), warning when
@@ -142,22 +165,29 @@ def lora_a_scale(ctx):
     init = _init_method(ctx)
     if init.startswith(_NON_FRESH_INITS):
         return
+    adalora = is_adalora(ctx.scan)
+    if adalora:
+        init = "adalora"
     pairs = list(lora_pairs(ctx.scan.records))
-    trained = [p for p in pairs if _trained(*p)]
+    trained = trained_pairs(ctx.scan, pairs)
     trained_ids = {id(a) for a, _, _ in trained}
     medians = _sibling_medians(trained, ctx.opt("min_siblings"))
     mostly_trained = len(trained) * 2 > len(pairs)
     for a, b, emb in pairs:
         if id(a) not in trained_ids:
-            zero_side, live = (a, b) if emb else (b, a)
+            zero, live = zero_side(ctx.scan, a, b, emb), (b if emb else a)
             if mostly_trained:
-                if _judged(live) and not live.stats.all_zero and _judged(zero_side):
+                if zero is not None and _judged(live) and not live.stats.all_zero and _judged(zero):
                     # the other pairs trained, this one's update is zero: lost, or a module added fresh
-                    yield ctx.finding(zero_side.name, f"trained adapter: {'A' if emb else 'B'} all zero while {len(trained)} "
-                                                      f"of the {len(pairs)} LoRA pairs trained: this module's update was "
-                                                      f"lost, or the module was added fresh", value=0.0, expected=None)
-            elif not emb and _judged(a) and not a.stats.all_zero:
-                yield from _fresh_a(ctx, a, init)
+                    side = "E" if adalora else "A" if emb else "B"
+                    yield ctx.finding(zero.name, f"trained adapter: {side} all zero while {len(trained)} "
+                                                 f"of the {len(pairs)} LoRA pairs trained: this module's update was "
+                                                 f"lost, or the module was added fresh", value=0.0, expected=None)
+            else:
+                # a fresh AdaLoRA draws B like A; a fresh LoRA's B is zero (IC209 names a non-zero one)
+                for rec in ((a, b) if adalora else () if emb else (a,)):
+                    if _judged(rec) and not rec.stats.all_zero:
+                        yield from _fresh_scale(ctx, rec, init)
             continue
         if not emb and _judged(a) and not a.stats.all_zero:
             expected, label = _kaiming(a, init)
@@ -186,7 +216,8 @@ def _count(pairs, rec) -> int:
     return sum(1 for a, b, _ in pairs for r in (a, b) if _sibling_key(r) == key)
 
 
-def _fresh_a(ctx, a, init):
+def _fresh_scale(ctx, a, init):
+    """IC208's fresh test: ``a``'s std against its init (PEFT's A; both A and B of an AdaLoRA)."""
     expected, label = _kaiming(a, init)
     std = a.stats.std
     factor = max(std / expected, expected / std) if std > 0 else float("inf")
@@ -202,7 +233,8 @@ def lora_b_nonzero(ctx):
     ## What it does
     Reports adapters whose zero-initialised side is non-zero, unless the adapter config names an
     init that is non-zero by design (PiSSA, OLoRA, LoftQ, ...). An adapter that has trained
-    (every pair non-zero) gets one finding; a mixed one, one per non-zero matrix.
+    (every pair non-zero) gets one finding; a mixed one, one per non-zero matrix. For AdaLoRA the
+    zero side is E (A and B are random by design).
 
     ## Why is this bad?
     It is not, if you are resuming: but a fine-tune that means to start from the pretrained
@@ -218,18 +250,20 @@ def lora_b_nonzero(ctx):
     if _init_method(ctx).startswith(_NON_FRESH_INITS):
         return
     pairs = list(lora_pairs(ctx.scan.records))
-    nonzero = [(a, b, emb) for a, b, emb in pairs if _trained(a, b, emb) and (a if emb else b).stats.finite]
-    if pairs and len(nonzero) == len(pairs):
-        stds = [(a if emb else b).stats.std for a, b, emb in nonzero]
-        yield ctx.finding(None, f"trained adapter: B is non-zero in all {len(pairs)} LoRA pairs (median std "
-                                f"{statistics.median(stds):.4g}): it already changes the model at step 0; "
+    adalora = is_adalora(ctx.scan)
+    sides = [(zero_side(ctx.scan, *p), p[2]) for p in trained_pairs(ctx.scan, pairs)]
+    sides = [(side, emb) for side, emb in sides if side.stats.finite]
+    if pairs and len(sides) == len(pairs):
+        stds = [side.stats.std for side, _ in sides]
+        yield ctx.finding(None, f"trained adapter: {'E' if adalora else 'B'} is non-zero in all {len(pairs)} LoRA pairs "
+                                f"(median std {statistics.median(stds):.4g}): it already changes the model at step 0; "
                                 f"judged against trained adapters (IC208)",
                           value=len(pairs), expected=0)
         return
-    for a, b, emb in nonzero:
-        zero_side = a if emb else b
-        yield ctx.finding(zero_side.name, f"{'A' if emb else 'B'} is non-zero (std {zero_side.stats.std:.4g}): the adapter already changes the model at step 0",
-                          value=zero_side.stats.std, expected=0.0)
+    for side, emb in sides:
+        yield ctx.finding(side.name, f"{'E' if adalora else 'A' if emb else 'B'} is non-zero (std {side.stats.std:.4g}): "
+                                     f"the adapter already changes the model at step 0",
+                          value=side.stats.std, expected=0.0)
 
 
 def _base_key(adapter_name: str, shapes: dict):

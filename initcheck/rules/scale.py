@@ -16,8 +16,10 @@ from .zeros import allowed
 def has_own_scale(rec) -> bool:
     """Whether the std of ``rec`` is a scale of its own at all: not weight norm's direction v (the forward
     pass divides its norm out; its gain g carries the scale), not a fixed projection whose values are
-    an exact arange / identity (YOLO's DFL)."""
-    return rec.extra.get("weight_norm") != "direction" and not (rec.stats is not None and rec.stats.fixed)
+    an exact arange / identity (YOLO's DFL), not a second name of one tensor (a tied LM head saved by
+    ``torch.save`` or DCP: it is the embedding, judged under its first name)."""
+    return (rec.extra.get("weight_norm") != "direction" and not (rec.stats is not None and rec.stats.fixed)
+            and not rec.extra.get("tied_to"))
 
 
 def _ratio_outside(std: float, lo: float, hi: float) -> float:

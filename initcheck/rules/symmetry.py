@@ -1,13 +1,15 @@
 """Symmetric neurons: units that compute the same function and so receive the same gradient."""
 
 from .. import tensors as T
+from ..tensors.addedrows import vocab_matrix
 from ..tensors.topology import head_chains
+from ..vocab.rows import vocab_matrices
 from . import rule
 from .zeros import allowed
 
 
 @rule("IC104", "symmetric-neurons", "error",
-      options=("allow", "near_severity", "pretrained_severity", "output_severity"), scope="model")
+      options=("allow", "near_severity", "pretrained_severity", "output_severity", "mean_tolerance"), scope="model")
 def symmetric_neurons(ctx):
     """Rows of a weight matrix that duplicate each other (with equal biases).
 
@@ -28,7 +30,9 @@ def symmetric_neurons(ctx):
     Severity: exact duplicates in new layers are errors; near duplicates, and duplicates in
     pretrained weights, are warnings; duplicates in a final projection (rows are classes or
     tokens, which their targets tell apart) are info. Embedding rows are never checked
-    (mean-resized vocabulary rows are near-identical by design).
+    (mean-resized vocabulary rows are near-identical by design), nor are an untied LM head's rows
+    that sit at the mean of its rows: `resize_token_embeddings(mean_resizing=True)` and
+    `initcheck fix` put added or untrained tokens' rows there.
 
     ## Why is this bad?
     Two units with identical incoming weights and biases produce identical activations and get
@@ -46,8 +50,11 @@ def symmetric_neurons(ctx):
     - `near_severity`: severity when the duplicates are only near (not bitwise) copies.
     - `pretrained_severity`: severity for duplicates in pretrained weights.
     - `output_severity`: severity for duplicates in a final projection.
+    - `mean_tolerance`: an LM head row within this share of |mean| of the rows' mean is
+      mean-initialised (IC702's test).
     """
     links = None
+    heads = None   # the vocabulary matrices, built on first need: their rows at the mean are not duplicates
     for rec in ctx.scan.records:
         st = rec.stats
         if st is None or not st.dup_groups or rec.role not in (T.LINEAR, T.CONV) or allowed(rec.name, ctx.opt("allow")):
@@ -61,6 +68,12 @@ def symmetric_neurons(ctx):
                 rows = [r for r in rows if bvals[r] == bvals[rows[0]]] if rows else rows
             if len(rows) >= 2:
                 groups.append((rows, g["exact"], g["size"]))
+        if groups and vocab_matrix(rec, ctx.scan.config):
+            if heads is None:
+                heads = {m.name: m for m in vocab_matrices(ctx.scan, {})}   # no block options: only at_mean is asked
+            head = heads.get(rec.name)
+            if head is not None:
+                groups = [grp for grp in groups if not all(head.at_mean(r, ctx.opt("mean_tolerance")) for r in grp[0])]
         if not groups:
             continue
         exact = any(e for _, e, _ in groups)
@@ -78,9 +91,10 @@ def symmetric_neurons(ctx):
             severity = ctx.severity
         kind = "exact" if exact else "near"
         example = groups[0][0][:4]
+        why = (": they start with identical outputs; only their targets tell them apart" if is_output else
+               ": they get identical gradients and stay identical")
         yield ctx.finding(
             rec.name,
             f"{units} of {rec.rows} units are {kind} duplicates in {len(groups)} group(s), e.g. rows {example}"
-            + (" (biases equal too)" if bvals is not None else "")
-            + ": they get identical gradients and stay identical",
+            + (" (biases equal too)" if bvals is not None else "") + why,
             value=units, expected=0, severity=severity)

@@ -71,10 +71,10 @@ class Matrix:
         elif norm == 0 or (self.median and norm < tiny_ratio * self.median):
             kind = "zero" if norm == 0 else "tiny"
             why = "zero" if norm == 0 else f"tiny: {norm / self.median:.2g}x the trained rows' median"
-            if self._at_mean(i, mean_tolerance):   # mean-initialised: the fix itself, small when the rows' mean is
+            if self.at_mean(i, mean_tolerance):   # mean-initialised: the fix itself, small when the rows' mean is
                 kind, why = None, "at the mean of the rows (mean-initialised)"
         elif shared_min_rows and (twins := self._twins(i, shared_cosine, shared_min_rows)) >= shared_min_rows:
-            if not self._at_mean(i, mean_tolerance):   # rows mean-initialised together are the fix, not a defect
+            if not self.at_mean(i, mean_tolerance):   # rows mean-initialised together are the fix, not a defect
                 kind, why = "shared", f"shared: the same vector as {twins} other rows (one init, never trained apart)"
         return {"norm": norm, "untrained": kind is not None, "kind": kind, "why": why}
 
@@ -103,7 +103,7 @@ class Matrix:
         cos = np.divide(others @ row, denom, out=np.zeros(len(near)), where=denom > 0)
         return int(np.sum(cos >= cosine))
 
-    def _at_mean(self, i: int, tolerance: float) -> bool:
+    def at_mean(self, i: int, tolerance: float) -> bool:
         """Row ``i`` within ``tolerance`` x |mean| of the mean of all rows (read on first need: one pass)."""
         if self.raw is None:
             return False
