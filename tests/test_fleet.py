@@ -23,7 +23,7 @@ from conftest import (
     save,
 )
 from safetensors.torch import save_file
-from test_run_log import FALLING, _rows, _state
+from test_run_log import FALLING, _rows, bert_run
 
 from initcheck.fleet.options import member_argv
 from initcheck.fleet.sources import expand
@@ -60,16 +60,7 @@ def _vit(**kw):
 
 def _run_folder(root: Path) -> Path:
     """A Trainer output folder: checkpoint-10 and checkpoint-20 of a tiny BERT, every tensor moved, a log."""
-    from transformers import BertForSequenceClassification
-
-    torch.manual_seed(0)
-    model = BertForSequenceClassification(bert_config(num_labels=3))
-    for step in (10, 20):
-        model.save_pretrained(root / f"checkpoint-{step}")
-    edit_tensors(root / "checkpoint-20", lambda sd: [t.add_(1e-3 * torch.randn_like(t)) for t in sd.values()
-                                                      if t.is_floating_point()])
-    (root / "checkpoint-20" / "trainer_state.json").write_text(json.dumps(_state(_rows(FALLING), 20)))
-    return root
+    return bert_run(root, _rows(FALLING))
 
 
 def _zero(*names):

@@ -322,3 +322,30 @@ def test_object_overwritten_while_read_is_one_line(s3, tmp_path):
     report = run_remote(f"s3://{s3.bucket}/m/", settings, pack_for(settings), api.run)
     assert report.to_dict()["target"]["path"] == f"s3://{s3.bucket}/m/"
     assert report.scan.by_name["classifier.weight"].stats.zeros == report.scan.by_name["classifier.weight"].numel - 1
+
+
+@pytest.mark.parametrize("layout", ["dcp", "run"])
+def test_dcp_folder_and_training_run_in_a_bucket(s3, cli, tmp_path, layout):
+    """A DCP checkpoint (config.json + .metadata + __0_0.distcp, the incident's zero head) and a training run
+    (checkpoint-10/, checkpoint-20/, trainer_state.json: the post-mortem) read through s3:// give the local
+    report: findings, tensor table, file table, and for the run its checkpoints and movement."""
+    if layout == "dcp":
+        from test_dcp import bert_pair
+
+        _, folder = bert_pair(tmp_path / "pair", zero_head=True)
+    else:
+        from test_run_log import FALLING, _rows, bert_run
+
+        folder = bert_run(tmp_path / "run", _rows(FALLING))
+    _upload(s3, folder, f"{s3.bucket}/{layout}")
+    local = cli(folder, "--no-probe", "--format", "json")
+    remote = cli(f"s3://{s3.bucket}/{layout}/", "--no-probe", "--format", "json")
+    assert remote.exit_code == local.exit_code, remote.stderr
+    a, r = json.loads(local.stdout), json.loads(remote.stdout)
+    _same_check(a, r)
+    if layout == "dcp":
+        assert ("IC102", "classifier.weight") in {(f["rule"], f["param"]) for f in r["findings"]}
+        assert {f["path"]: f["verdict"] for f in r["target"]["files"]}["__0_0.distcp"] == "loaded"
+    else:
+        assert r["run"]["checkpoints"] == a["run"]["checkpoints"] and len(r["run"]["checkpoints"]) == 2
+        assert r["run"]["movement"] == a["run"]["movement"] and r["run"]["movement"]

@@ -38,26 +38,26 @@ def _state(rows, step):
             "total_flos": 2211.0, "train_batch_size": 8, "trial_name": None, "trial_params": None}
 
 
+def bert_run(root, rows):
+    """A Trainer output folder: checkpoint-10 and checkpoint-20 of a tiny BERT classifier (every tensor moved
+    between them), with ``rows`` as checkpoint-20's log_history (None: no log at all)."""
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(bert_config(num_labels=3))
+    for step in (10, 20):
+        model.save_pretrained(root / f"checkpoint-{step}")
+    edit_tensors(root / "checkpoint-20", lambda sd: [t.add_(1e-3 * torch.randn_like(t)) for t in sd.values()
+                                                      if t.is_floating_point()])
+    if rows is not None:
+        (root / "checkpoint-20" / "trainer_state.json").write_text(json.dumps(_state(rows, 20), indent=2))
+    return root
+
+
 @pytest.fixture
 def make_run(tmp_path):
-    """``make_run(rows, name)``: checkpoint-10 and checkpoint-20 of a tiny BERT classifier (every tensor
-    moved between them), with ``rows`` as checkpoint-20's log_history (None: no log at all)."""
-
-    def build(rows, name="run", log=True):
-        from transformers import BertForSequenceClassification
-
-        root = tmp_path / name
-        torch.manual_seed(0)
-        model = BertForSequenceClassification(bert_config(num_labels=3))
-        for step in (10, 20):
-            model.save_pretrained(root / f"checkpoint-{step}")
-        edit_tensors(root / "checkpoint-20", lambda sd: [t.add_(1e-3 * torch.randn_like(t)) for t in sd.values()
-                                                          if t.is_floating_point()])
-        if rows is not None:
-            (root / "checkpoint-20" / "trainer_state.json").write_text(json.dumps(_state(rows, 20), indent=2))
-        return root
-
-    return build
+    """``make_run(rows, name)``: ``bert_run`` under tmp_path."""
+    return lambda rows, name="run", log=True: bert_run(tmp_path / name, rows)
 
 
 def _by_rule(report, rule):
