@@ -218,3 +218,63 @@ def test_fuzzed_files_in_a_real_process_print_no_traceback(tmp_path, seed):
     assert r.returncode in (0, 1, 2) and "Traceback" not in r.stderr
     if r.returncode == 2:
         assert len(r.stderr.strip().splitlines()) == 1 and "--debug" not in r.stderr, r.stderr
+
+
+# --- DCP checkpoints: the .metadata pickle and the .distcp records --------------------------------------------
+
+@pytest.fixture(scope="module")
+def dcp_files(tmp_path_factory):
+    """A real DCP checkpoint's files (``dcp.save`` in one process): a matrix, a bf16 vector at an odd byte, a 0-d
+    tensor (BatchNorm's num_batches_tracked) and an empty one, under the ``model`` key accelerate uses."""
+    import warnings
+
+    import torch
+    import torch.distributed.checkpoint as dcp
+
+    folder = tmp_path_factory.mktemp("dcp")
+    torch.manual_seed(0)
+    state = {"model": {"w": torch.randn(4, 6), "b": torch.randn(5).to(torch.bfloat16), "n": torch.tensor(3),
+                       "e": torch.zeros(0, 4), "v": torch.randn(6)}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dcp.save(state, checkpoint_id=str(folder), no_dist=True)
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+@st.composite
+def damaged(draw, size: int):
+    """Byte-level damage anywhere in a file of ``size`` bytes: ``[(op, position, argument)]``."""
+    ops = []
+    for _ in range(draw(st.integers(1, 4))):
+        op = draw(st.sampled_from(["flip", "set", "insert", "delete", "truncate"]))
+        ops.append((op, draw(st.integers(0, max(size - 1, 0))), draw(st.integers(0, 255))))
+    return ops
+
+
+def _apply(blob: bytes, ops) -> bytes:
+    b = bytearray(blob)
+    for op, pos, arg in ops:
+        pos = min(pos, len(b))
+        if op == "flip" and pos < len(b):
+            b[pos] ^= 1 << (arg % 8)
+        elif op == "set" and pos < len(b):
+            b[pos] = arg
+        elif op == "insert":
+            b[pos:pos] = bytes([arg])
+        elif op == "delete":
+            del b[pos:pos + 1 + arg % 8]
+        elif op == "truncate":
+            del b[pos:]
+    return bytes(b)
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_dcp_metadata_and_records(tmp_path, dcp_files, data):
+    """Damage to ``.metadata`` (read by the restricted pickle reader) or to a record of ``__0_0.distcp`` (each a
+    torch.save zip parsed by the strict reader): a report, or one line naming the file."""
+    name = data.draw(st.sampled_from([".metadata", "__0_0.distcp"]))
+    d = _fresh(tmp_path)
+    for n, blob in dcp_files.items():
+        (d / n).write_bytes(_apply(blob, data.draw(damaged(len(blob)))) if n == name else blob)
+    check_or_input_error(d)
