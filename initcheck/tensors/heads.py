@@ -132,16 +132,17 @@ def label_static(scan, base=None):
     arch = arch[0] if isinstance(arch, list) and arch and isinstance(arch[0], str) else None
     if not arch or "For" not in arch or arch.endswith(_LM_CLASSES):
         return  # a base model (CLIPModel's projections are pretrained) or a pretraining / LM head
-    backbone = _backbone_prefix(records, cfg.get("model_type"))
+    wrapper = _bb.wrapper_prefix(records)
+    backbone = _backbone_prefix(records, cfg.get("model_type"), wrapper)
     if backbone is not None:
-        outside = [r for r in records if _top(r.name) != backbone]
+        outside = [r for r in records if _top(r.name, wrapper) != backbone]
         # an embedding or a repeated block outside the chosen prefix: not one backbone + head
         # (a composite checkpoint, or a backbone saved without its prefix)
         if outside and not any(_backbone_like(r) for r in outside):
             for rec in outside:
-                _mark(rec, f"outside the backbone '{backbone}.' of {arch}")
+                _mark(rec, f"outside the backbone '{wrapper}{backbone}.' of {arch}")
             return
-    _composite(records, cfg, arch)
+    _composite(records, cfg, arch, wrapper)
 
 
 def _task_class(cfg) -> bool:
@@ -237,7 +238,7 @@ def _backbone_like(rec) -> bool:
     return rec.role == T.EMBEDDING or rec.block is not None
 
 
-def _composite(records, cfg, arch):
+def _composite(records, cfg, arch, wrapper=""):
     """Several backbone parts side by side (``vision_tower.``, ``language_model.``,
     ``multi_modal_projector.``: transformers saves VLMs in this layout), or a backbone saved
     without its prefix. A top-level module holding no embedding and no repeated block whose
@@ -248,26 +249,27 @@ def _composite(records, cfg, arch):
         return
     parts = {}
     for r in records:
-        parts.setdefault(_top(r.name), []).append(r)
+        parts.setdefault(_top(r.name, wrapper), []).append(r)
     backbone = sorted(p for p, recs in parts.items() if any(_backbone_like(r) for r in recs))
     if not backbone:
         return
     for prefix, recs in parts.items():
         if prefix not in backbone and any(r.role == T.LINEAR and r.rows == n for r in recs):
             for rec in recs:
-                _mark(rec, f"outside the backbone ({', '.join(b + '.' for b in backbone)}) of {arch}: outputs {n} labels")
+                _mark(rec, f"outside the backbone ({', '.join(wrapper + b + '.' for b in backbone)}) of {arch}: outputs {n} labels")
 
 
-def _top(name: str) -> str:
-    return name.split(".", 1)[0]
+def _top(name: str, wrapper: str = "") -> str:
+    """The top-level module of ``name``, beneath ``wrapper`` (``model.``) when the checkpoint has one."""
+    return name[len(wrapper):].split(".", 1)[0] if wrapper and name.startswith(wrapper) else name.split(".", 1)[0]
 
 
-def _backbone_prefix(records, model_type) -> str | None:
+def _backbone_prefix(records, model_type, wrapper: str = "") -> str | None:
     """The top-level prefix holding the backbone: named after the model type or a usual
     base_model_prefix, else the one holding most parameters (at least half of them)."""
     sizes = {}
     for r in records:
-        sizes[_top(r.name)] = sizes.get(_top(r.name), 0) + r.numel
+        sizes[_top(r.name, wrapper)] = sizes.get(_top(r.name, wrapper), 0) + r.numel
     if len(sizes) < 2:
         return None
     mt = str(model_type or "").replace("-", "_")
