@@ -436,8 +436,9 @@ def checkpoint_names(model, names) -> dict:
     is the model's ``vit.layers.2.attention.q_proj``) and a base model's checkpoint lacks the task
     model's prefix (``encoder.block.0`` for ``transformer.encoder.block.0``): each parameter is
     looked up under the name ``save_pretrained`` would write for it, then under its own, with
-    the prefix added or dropped. A parameter the checkpoint lacks (a new head) keeps its name,
-    which is the one its record has.
+    the prefix added or dropped, and under a wrapper every checkpoint name shares (a LightningModule's
+    ``model.``). A parameter the checkpoint lacks (a new head) keeps its name, which is the one its
+    record has.
 
     Args:
         model: the task model.
@@ -447,6 +448,12 @@ def checkpoint_names(model, names) -> dict:
         dict: every parameter name of the model, a tied parameter under each of its names.
     """
     prefix = getattr(model, "base_model_prefix", "") or ""
+    from .tensors.backbone import wrapper_prefix
+
+    wrapper = wrapper_prefix([r for r in names.values() if hasattr(r, "name")]) if isinstance(names, dict) else ""
+    if wrapper:   # the checkpoint's names without the wrapper, mapped back to their own
+        inner = {n[len(wrapper):]: n for n in names}
+        names = inner
     saved = {key: name for name, (_, key) in _as_saved(model, model.state_dict()).items() if key is not None}
     tied = {}   # a tied parameter (T5's lm_head is its shared embedding) goes by the name stored
     for key, p in model.named_parameters(remove_duplicate=False):
@@ -455,7 +462,7 @@ def checkpoint_names(model, names) -> dict:
     for keys in tied.values():
         found = next((_shift_model_key(c, prefix, names) for k in keys for c in (saved.get(k), k)
                       if c is not None and _shift_model_key(c, prefix, names) in names), None)
-        out.update({k: found or k for k in keys})
+        out.update({k: (names[found] if wrapper else found) if found else k for k in keys})
     return out
 
 

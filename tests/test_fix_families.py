@@ -10,7 +10,8 @@ import math
 import pytest
 import test_families_probe as F
 import torch
-from conftest import edit_tensors
+import transformers
+from conftest import bert_config, edit_tensors
 from test_fix import changed_tensors, fixed_by, other_files_identical, proven
 from torch import nn
 
@@ -132,6 +133,30 @@ def test_lightning_ckpt_file_becomes_a_safetensors_file_in_dst(cli, tmp_path):
     assert [d.split()[0] for d in dropped] == ["optimizer_states", "lr_schedulers"]
     assert "model.classifier.2.weight" in changed_tensors(src, dst / "last.safetensors") <= fixed_by(log)
     proven(log)
+
+
+def test_lightning_wrapper_of_a_task_model_gets_the_models_own_init(cli, tmp_path):
+    """A LightningModule's ``self.model = BertForSequenceClassification`` saved as ``last.ckpt`` beside its
+    config.json: every key is under ``model.``. The x50 head is the task model's ``classifier`` beneath that
+    wrapper, so it gets BertPreTrainedModel's own init (normal(0, 0.02)), not PyTorch's default."""
+    torch.manual_seed(0)
+    model = transformers.BertForSequenceClassification(bert_config(num_labels=3))
+    src = tmp_path / "run"
+    src.mkdir()
+    model.config.architectures = ["BertForSequenceClassification"]   # as save_pretrained writes it
+    model.config.save_pretrained(src)
+    sd = {f"model.{k}": v.clone() for k, v in model.state_dict().items()}
+    sd["model.classifier.weight"].mul_(50)
+    torch.save({"epoch": 1, "global_step": 50, "state_dict": sd}, src / "last.ckpt")
+    dst = tmp_path / "fixed"
+    r, log = _fix(cli, src, dst)
+    assert r.exit_code == 0, r.output
+    [step] = log["steps"]
+    assert step["rule"] == "IC105" and sorted(step["names"]) == ["model.classifier.bias", "model.classifier.weight"]
+    assert "from BertPreTrainedModel._init_weights" in step["remedy"]
+    assert changed_tensors(src, dst) == {"model.classifier.weight"}   # the zero bias is zero again
+    row = next(t for t in step["tensors"] if t["name"] == "model.classifier.weight")
+    assert 0.012 < row["after"]["std"] < 0.028
 
 
 def test_vit_backbone_under_a_wrapper_prefix_is_renamed_through_transformers_key_conversions(cli, tmp_path):
