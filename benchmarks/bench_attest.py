@@ -5,7 +5,7 @@ measures in one run, in back-to-back rounds so that a shared machine's drift hit
 
 1. ``initcheck DIR --no-probe --format json`` as a whole process (the plain check: weight files read
    by the statistics, nothing hashed);
-2. the time to hash every byte once: ``initcheck.api.sha256_file`` (mmap views) over each file, in
+2. the time to hash every byte once: ``initcheck.loader.sha256.sha256_file`` (mmap views) over each file, in
    this process, one after another;
 3. ``initcheck DIR --no-probe --format json --attest FILE --sign-key KEY.pem`` as a whole process:
    every file hashed (on a thread, while the statistics read the same bytes), the statement built
@@ -51,9 +51,7 @@ def _run(*args) -> tuple:
 
 def hash_once(folder: Path) -> float:
     """Every file of the folder hashed once, one after another (what --attest must add at most)."""
-    from initcheck.api import (
-        sha256_file,  # the fastest single pass we have: mmap views, no copy
-    )
+    from initcheck.loader.sha256 import sha256_file   # the fastest single pass we have: mmap views, no copy
 
     t, c = time.perf_counter(), time.process_time()
     for p in sorted(folder.iterdir()):

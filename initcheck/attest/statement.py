@@ -114,8 +114,8 @@ def digest(statement: dict) -> str:
 
 
 def file_sha256(path) -> str:
-    """SHA-256 of a file, the way the check hashes it (``initcheck.api.sha256_file``)."""
-    from ..api import sha256_file
+    """SHA-256 of a file, the way the check hashes it."""
+    from ..loader.sha256 import sha256_file
 
     return sha256_file(path)
 

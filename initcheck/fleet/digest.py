@@ -9,9 +9,8 @@ import os
 from pathlib import Path
 
 from .. import __version__
+from ..loader.sha256 import sha256_file
 from .knobs import knobs
-
-_BLOCK = 1 << 20
 
 
 def member_files(target: str) -> list:
@@ -43,11 +42,7 @@ def fingerprint(target: str) -> dict:
     weights, total, whole = {}, 0, hashlib.sha256()
     for rel, full in member_files(target):
         try:
-            h = hashlib.sha256()
-            with open(full, "rb") as f:
-                for block in iter(lambda: f.read(_BLOCK), b""):
-                    h.update(block)
-            hexd, size = h.hexdigest(), os.path.getsize(full)
+            hexd, size = sha256_file(full), os.path.getsize(full)
         except OSError as e:
             hexd, size = f"unreadable: {e.strerror}", 0
         whole.update(f"{rel}\0{hexd}\n".encode())

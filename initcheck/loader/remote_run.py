@@ -12,6 +12,7 @@ import os
 
 from ..errors import InputError
 from .remote import Mirror, Options, RemoteSafetensors, check_unchanged, is_url, stage
+from .sha256 import sha256_file
 
 
 def run_remote(target, settings, pack, run):
@@ -95,14 +96,11 @@ def _digest(mirror: Mirror, obj, reader) -> str:
     inner = getattr(reader, "_inner", reader)   # a side weight file's reader wraps the file's own
     if isinstance(inner, RemoteSafetensors):
         return inner.digest()
-    h = hashlib.sha256()
-    if obj.rel in mirror.streamed:   # staged as its header only
-        for _, data in mirror.chunks(obj, 0, obj.size):
-            h.update(data)
-        return h.hexdigest()
-    with open(os.path.join(mirror.folder, obj.rel), "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    if obj.rel not in mirror.streamed:   # fetched whole: its staged copy
+        return sha256_file(os.path.join(mirror.folder, obj.rel))
+    h = hashlib.sha256()   # staged as its header only: the object's bytes, streamed
+    for _, data in mirror.chunks(obj, 0, obj.size):
+        h.update(data)
     return h.hexdigest()
 
 
