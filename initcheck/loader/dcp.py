@@ -229,7 +229,7 @@ class DcpCheckpoint:
         first name). Equal random values are one tensor; equal low-entropy ones are not: zero biases, or two
         norm gains one AdamW step from 1 (every value 1 ± lr, the same signs by chance), so a tensor whose first
         4 KiB holds fewer distinct values than half its elements there is never matched. Only tensors whose first
-        4 KiB equal another's are compared whole."""
+        4 KiB equal another's are looked at further (most tensors: a dict lookup of their first 4 KiB)."""
         first = {}   # (dtype, shape, first bytes) -> [(name, bytes)]
         for i, e in enumerate(self.entries):
             dtype, shape, records = self._tensors[e.name]
@@ -237,11 +237,11 @@ class DcpCheckpoint:
             if data is None:
                 continue
             size = _DTYPES[dtype][1]
-            head = data[:4096 // size * size].reshape(-1, size)
-            if len(np.unique(head, axis=0)) * 2 < len(head):   # few distinct values: equal by chance, not one tensor
-                continue
+            head = data[:4096 // size * size]
             seen = first.setdefault((dtype, tuple(shape), head.tobytes()), [])
-            tie = next((name for name, other in seen if np.array_equal(other, data)), None)
+            # few distinct values: equal by chance, not one tensor
+            varied = bool(seen) and len(np.unique(head.view(f"u{size}"))) * 2 >= len(head) // size
+            tie = next((name for name, other in seen if np.array_equal(other, data)), None) if varied else None
             if tie is not None:
                 self.entries[i] = replace(e, tied_to=tie)
             else:
